@@ -1,0 +1,1 @@
+"""Local Mutate platform on embedded servers, for development and tests."""

@@ -1,0 +1,1 @@
+"""Mutate gateway service."""

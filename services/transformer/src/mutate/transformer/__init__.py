@@ -1,0 +1,1 @@
+"""Mutate transformer service."""
