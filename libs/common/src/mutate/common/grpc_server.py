@@ -171,18 +171,20 @@ class GrpcServer:
         services: Sequence[ServiceRegistration],
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self._address = f"{host}:{port}"
         self._services = list(services)
         self.health = health.aio.HealthServicer()
         self.state = ServerState.NEW
-        options = [
+        channel_options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *options,
         ]
         self._server = grpc.aio.server(
-            interceptors=[*interceptors, ErrorInterceptor()], options=options
+            interceptors=[*interceptors, ErrorInterceptor()], options=channel_options
         )
         self.port = 0
 

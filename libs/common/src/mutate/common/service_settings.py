@@ -30,7 +30,7 @@ class CommonSettings:
     )
     shutdown_grace: float = setting(
         "MUTATE_SHUTDOWN_GRACE_MS",
-        10_000,
+        10.0,
         unit="ms",
         help="How long in-flight work may finish after SIGTERM, in ms.",
     )
@@ -65,7 +65,7 @@ class NatsSettings:
     )
     nats_connect_timeout: float = setting(
         "MUTATE_NATS_CONNECT_TIMEOUT_MS",
-        5_000,
+        5.0,
         unit="ms",
         help="How long to wait for NATS at start-up, in ms.",
     )

@@ -59,6 +59,22 @@ class SettingInfo:
     default: Any
     help: str
     secret: bool
+    # "ms" when the variable is in milliseconds and the field (and `default`)
+    # in seconds.
+    unit: str | None = None
+
+    @property
+    def env_default(self) -> str | None:
+        """The default written as the environment variable would be."""
+        if self.default is None:
+            return None
+        if self.unit == "ms":
+            return str(round(float(self.default) * 1000))
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if isinstance(self.default, tuple):
+            return ",".join(str(v) for v in self.default)
+        return str(self.default)
 
 
 def describe(cls: type) -> list[SettingInfo]:
@@ -79,6 +95,7 @@ def describe(cls: type) -> list[SettingInfo]:
                 default=default,
                 help=f.metadata[_HELP],
                 secret=f.metadata[_SECRET],
+                unit=f.metadata[_UNIT],
             )
         )
     return out

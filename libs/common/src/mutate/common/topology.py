@@ -14,6 +14,8 @@ bind to what exists: `verify` fails with a message naming what is missing.
 - Job events: a limits stream on `mutate.events.{org}.{job}.{type}` with a
   durable consumer for the gateway's projector and one for the notifier.
 - Cancellations: a key-value bucket keyed by `{jobId}.{attempt}`.
+- Job errors: a key-value bucket keyed by `{jobId}.{attempt}` holding the
+  last transient error of a job request, for the dead-letter event.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ NOTIFIER_CONSUMER = "notifier"
 TERMINAL_EVENT_TYPES = ("completed", "failed", "dead_lettered", "cancelled")
 
 CANCELLATIONS_BUCKET = "mutate-cancellations"
+# The last transient error of each delivery, keyed `{jobId}.{attempt}`: what a
+# worker reports when it dead-letters a job whose previous delivery died.
+JOB_ERRORS_BUCKET = "mutate-job-errors"
 
 EVENT_TYPES = ("started", "progress", *TERMINAL_EVENT_TYPES)
 
@@ -75,11 +80,14 @@ def cancellation_key(job_id: str, attempt: int) -> str:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TopologySettings:
-    """Limits and time constants of the streams and consumers."""
+    """Limits and time constants of the streams and consumers.
+
+    Time defaults are in the field's unit (seconds); the environment gives ms.
+    """
 
     job_ack_wait: float = setting(
         "MUTATE_JOB_ACK_WAIT_MS",
-        30_000,
+        30.0,
         unit="ms",
         help="A delivery not acked (nor in-progress-acked) in this long is "
         "redelivered, in ms. Workers heartbeat well inside it.",
@@ -91,19 +99,19 @@ class TopologySettings:
     )
     job_duplicate_window: float = setting(
         "MUTATE_JOB_DUPLICATE_WINDOW_MS",
-        120_000,
+        120.0,
         unit="ms",
         help="How long a repeated publish of one attempt is dropped, in ms.",
     )
     job_max_age: float = setting(
         "MUTATE_JOB_MAX_AGE_MS",
-        7 * 24 * 3600 * 1000,
+        7 * 24 * 3600.0,
         unit="ms",
         help="Job requests older than this are discarded, in ms.",
     )
     events_max_age: float = setting(
         "MUTATE_EVENTS_MAX_AGE_MS",
-        7 * 24 * 3600 * 1000,
+        7 * 24 * 3600.0,
         unit="ms",
         help="How long job events are kept, in ms.",
     )
@@ -114,7 +122,7 @@ class TopologySettings:
     )
     cancellation_ttl: float = setting(
         "MUTATE_CANCELLATION_TTL_MS",
-        7 * 24 * 3600 * 1000,
+        7 * 24 * 3600.0,
         unit="ms",
         help="How long a cancellation mark is kept, in ms.",
     )
@@ -252,20 +260,31 @@ async def _ensure_consumer(
 
 
 async def _ensure_bucket(js: JetStreamContext, s: TopologySettings) -> list[str]:
-    try:
-        await js.key_value(CANCELLATIONS_BUCKET)
-        return []
-    except BucketNotFoundError:
-        await js.create_key_value(
-            js_api.KeyValueConfig(
-                bucket=CANCELLATIONS_BUCKET,
-                ttl=s.cancellation_ttl,
-                history=1,
-                replicas=s.replicas,
-                description="Cancelled job attempts, keyed {jobId}.{attempt}",
-            )
-        )
-        return [f"bucket {CANCELLATIONS_BUCKET} created"]
+    changed: list[str] = []
+    for config in (
+        js_api.KeyValueConfig(
+            bucket=CANCELLATIONS_BUCKET,
+            ttl=s.cancellation_ttl,
+            history=1,
+            replicas=s.replicas,
+            description="Cancelled job attempts, keyed {jobId}.{attempt}",
+        ),
+        js_api.KeyValueConfig(
+            bucket=JOB_ERRORS_BUCKET,
+            # A request older than this is gone from the queue anyway.
+            ttl=s.job_max_age,
+            history=1,
+            replicas=s.replicas,
+            description="Last transient error of a job attempt, keyed "
+            "{jobId}.{attempt}",
+        ),
+    ):
+        try:
+            await js.key_value(config.bucket)
+        except BucketNotFoundError:
+            await js.create_key_value(config)
+            changed.append(f"bucket {config.bucket} created")
+    return changed
 
 
 def _differs(current: object, wanted: object) -> bool:

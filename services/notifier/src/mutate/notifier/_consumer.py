@@ -1,0 +1,130 @@
+"""Turns terminal job events from JetStream into delivery rows.
+
+Binds to the durable consumer `notifier` on the events stream (terminal
+subjects only), fetches in batches, inserts one delivery per event that
+names a webhook URL, and acks only after the rows are committed. A repeated
+event finds its delivery already there (same `webhook-id`, or the same job
+attempt) and adds nothing, so redelivery by JetStream is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable
+
+import nats.errors
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from mutate.common import errors, messaging, topology
+from mutate.notifier import _payload
+from mutate.notifier._store import DeliveryStore
+
+logger = logging.getLogger(__name__)
+
+
+class ConsumerState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class EventConsumer:
+    """The intake loop; `run` until `stop`."""
+
+    def __init__(
+        self,
+        *,
+        js: JetStreamContext,
+        store: DeliveryStore,
+        on_new: Callable[[], None],
+        try_limit: int,
+        batch: int,
+        fetch_wait: float,
+        retry_delay: float,
+    ) -> None:
+        self._js = js
+        self._store = store
+        self._on_new = on_new
+        self._try_limit = try_limit
+        self._batch = batch
+        self._fetch_wait = fetch_wait
+        self._retry_delay = retry_delay
+        self.state = ConsumerState.NEW
+
+    async def run(self) -> None:
+        self.state = ConsumerState.RUNNING
+        sub = await self._js.pull_subscribe_bind(
+            durable=topology.NOTIFIER_CONSUMER, stream=topology.EVENTS_STREAM
+        )
+        try:
+            while self.state is ConsumerState.RUNNING:
+                try:
+                    msgs = await sub.fetch(self._batch, timeout=self._fetch_wait)
+                except TimeoutError:
+                    # No events this time (nats-py raises both its own and
+                    # asyncio's TimeoutError here).
+                    continue
+                except nats.errors.Error as exc:
+                    logger.warning("fetching job events failed: %s", exc)
+                    await asyncio.sleep(self._retry_delay)
+                    continue
+                try:
+                    await self.handle(msgs)
+                except Exception:
+                    # Unacked events come again after the ack wait.
+                    logger.exception("job event batch failed")
+                    await asyncio.sleep(self._retry_delay)
+        finally:
+            # Not drain(): after a timed-out fetch it hangs (TOOLCHAIN.md).
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+            self.state = ConsumerState.STOPPED
+
+    def stop(self) -> None:
+        """Finish the current batch, then return from `run`."""
+        if self.state is ConsumerState.RUNNING:
+            self.state = ConsumerState.STOPPING
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        """Insert the deliveries of a batch, then ack it."""
+        deliveries = []
+        done: list[Msg] = []
+        for msg in msgs:
+            try:
+                event = messaging.decode_event(msg)
+            except DecodeError:
+                logger.warning(
+                    "undecodable job event dropped", extra={"subject": msg.subject}
+                )
+                await msg.term()
+                continue
+            done.append(msg)
+            if event.type not in messaging.TERMINAL_EVENTS:
+                continue
+            if not _payload.is_deliverable(event):
+                continue
+            traceparent = (msg.headers or {}).get("traceparent", "")
+            deliveries.append(_payload.from_event(event, traceparent=traceparent))
+        try:
+            inserted = await self._store.insert(deliveries, try_limit=self._try_limit)
+        except errors.MutateError as exc:
+            logger.warning(
+                "job events not recorded, will come again: %s",
+                exc,
+                extra={"count": len(done)},
+            )
+            for msg in done:
+                await msg.nak(delay=self._retry_delay)
+            await asyncio.sleep(self._retry_delay)
+            return
+        for msg in done:
+            await msg.ack()
+        if inserted:
+            logger.debug("deliveries created", extra={"count": inserted})
+            self._on_new()

@@ -1,0 +1,293 @@
+"""Takes due deliveries from PostgreSQL and tries them, many at once.
+
+One loop claims due rows (see `_store.DeliveryStore.claim_due`) up to the
+free slots of WEBHOOK_CONCURRENCY, leaving out endpoints that already have
+WEBHOOK_ENDPOINT_CONCURRENCY tries in flight, so one slow receiver holds at
+most its own slots. Each claimed row becomes a task: sign, POST, record the
+try and the next step (delivered, retry at a backed-off time, dead letter).
+The loop wakes on new deliveries, on finished tries and every poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime as dt
+import enum
+import logging
+import random
+import time
+
+from opentelemetry import propagate, trace
+
+from mutate.common import errors, logs, webhooks
+from mutate.common.storage_client import StorageClient
+from mutate.notifier import _payload
+from mutate.notifier._http import TryResult, Verdict, WebhookSender
+from mutate.notifier._keys import SigningKeys
+from mutate.notifier._store import DeliveryRow, DeliveryStore, TryOutcome
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Backoff:
+    """Delay before try n+1: base * factor**(n-1), capped, minus jitter."""
+
+    base: float
+    factor: float
+    maximum: float
+    jitter: float
+
+    def delay(self, tries_done: int, *, retry_after: float | None = None) -> float:
+        exponent = max(0, tries_done - 1)
+        # Cap the exponent's effect before it overflows a float.
+        raw = min(self.maximum, self.base * self.factor ** min(exponent, 64))
+        delay = raw * (1 - self.jitter * random.random())
+        if retry_after is not None:
+            # The receiver's Retry-After wins when longer, within our cap.
+            delay = max(delay, min(retry_after, self.maximum))
+        return delay
+
+
+class DispatcherState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Dispatcher:
+    """Owns the in-flight tries of one notifier process."""
+
+    def __init__(
+        self,
+        *,
+        store: DeliveryStore,
+        sender: WebhookSender,
+        keys: SigningKeys,
+        storage: StorageClient | None,
+        backoff: Backoff,
+        concurrency: int,
+        endpoint_concurrency: int,
+        poll_interval: float,
+        lease: float,
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._keys = keys
+        self._storage = storage
+        self._backoff = backoff
+        self._concurrency = concurrency
+        self._endpoint_concurrency = endpoint_concurrency
+        self._poll_interval = poll_interval
+        self._lease = lease
+        self._wake = asyncio.Event()
+        self._tasks: dict[asyncio.Task[None], DeliveryRow] = {}
+        self._in_flight: collections.Counter[str] = collections.Counter()
+        self.state = DispatcherState.NEW
+
+    def wake(self) -> None:
+        """Look for due deliveries now (a new one, or a free slot)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and start tries until `stop`."""
+        self.state = DispatcherState.RUNNING
+        while self.state is DispatcherState.RUNNING:
+            self._wake.clear()
+            started = await self._claim_and_start()
+            if started and len(self._tasks) < self._concurrency:
+                # A full batch may mean more are due: look again at once.
+                await asyncio.sleep(0)
+                continue
+            try:
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _claim_and_start(self) -> int:
+        free = self._concurrency - len(self._tasks)
+        if free <= 0:
+            return 0
+        room = {
+            endpoint: self._endpoint_concurrency - count
+            for endpoint, count in self._in_flight.items()
+        }
+        try:
+            rows = await self._store.claim_due(
+                limit=free,
+                room=room,
+                per_endpoint=self._endpoint_concurrency,
+                lease=self._lease,
+            )
+        except errors.Unavailable as exc:
+            logger.warning("cannot claim due deliveries: %s", exc)
+            return 0
+        for row in rows:
+            self._in_flight[row.endpoint] += 1
+            task = asyncio.create_task(self._run_one(row), name=f"webhook {row.id}")
+            self._tasks[task] = row
+        return len(rows)
+
+    async def _run_one(self, row: DeliveryRow) -> None:
+        try:
+            await self.attempt(row)
+        except errors.MutateError as exc:
+            # The database went away while recording: the lease runs out
+            # and the delivery is tried again.
+            logger.warning(
+                "webhook try not recorded: %s", exc, extra={"delivery_id": row.id}
+            )
+        except Exception:
+            logger.exception("webhook try failed", extra={"delivery_id": row.id})
+        finally:
+            self._in_flight[row.endpoint] -= 1
+            if self._in_flight[row.endpoint] <= 0:
+                del self._in_flight[row.endpoint]
+            self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self.wake()
+
+    async def attempt(self, row: DeliveryRow) -> str:
+        """One try of a claimed delivery, recorded; returns its new status."""
+        context = propagate.extract({"traceparent": row.traceparent})
+        with (
+            logs.job_context(row.job_id),
+            tracer.start_as_current_span(
+                "webhook try",
+                context=context,
+                kind=trace.SpanKind.CLIENT,
+                attributes={
+                    "mutate.delivery_id": row.id,
+                    "mutate.webhook_id": row.webhook_id,
+                },
+            ),
+        ):
+            return await self._attempt(row)
+
+    async def _attempt(self, row: DeliveryRow) -> str:
+        tries_done = row.try_count + 1
+        keys = await self._keys.keys(row.organization_id)
+        if not keys:
+            return await self._record(
+                row,
+                TryResult(
+                    verdict=Verdict.STOP,
+                    error="no signing secret: the organization has none and "
+                    "WEBHOOK_SECRET is not set",
+                ),
+                tried_at=dt.datetime.now(dt.UTC),
+            )
+        try:
+            download_url, expires_at = await self._download_url(row)
+        except errors.MutateError as exc:
+            # Not the receiver's fault: put off without spending a try.
+            delay = self._backoff.delay(tries_done)
+            await self._store.postpone(
+                row.id, delay=delay, error=f"storage: {exc.message}"
+            )
+            self._wake_later(delay)
+            logger.warning(
+                "webhook postponed, no download URL: %s",
+                exc.message,
+                extra={"delivery_id": row.id},
+            )
+            return "pending"
+        body = _payload.body(
+            row.payload, download_url=download_url, expires_at=expires_at
+        )
+        headers = webhooks.sign(keys, row.webhook_id, body)
+        tried_at = dt.datetime.now(dt.UTC)
+        result = await self._sender.send(row.url, headers=headers, body=body)
+        return await self._record(row, result, tried_at=tried_at)
+
+    async def _download_url(
+        self, row: DeliveryRow
+    ) -> tuple[str | None, dt.datetime | None]:
+        if not row.output_key or row.payload.get("status") != "completed":
+            return None, None
+        if self._storage is None:
+            raise errors.Unavailable("no storage service configured")
+        try:
+            presigned = await self._storage.presign_get(
+                row.output_key, download_file_name=row.output_file_name
+            )
+        except errors.NotFound:
+            # The output is gone (retention): report the job without a link.
+            return None, None
+        return presigned.url, presigned.expires_at
+
+    async def _record(
+        self, row: DeliveryRow, result: TryResult, *, tried_at: dt.datetime
+    ) -> str:
+        delay = self._backoff.delay(row.try_count + 1, retry_after=result.retry_after)
+        status = await self._store.record_try(
+            row.id,
+            TryOutcome(
+                tried_at=tried_at,
+                duration_ms=result.duration * 1000,
+                status_code=result.status_code,
+                excerpt=result.excerpt,
+                error=result.error,
+                delivered=result.verdict is Verdict.DELIVERED,
+                stop=result.verdict is Verdict.STOP,
+                retry_delay=delay,
+            ),
+        )
+        extra = {
+            "delivery_id": row.id,
+            "webhook_id": row.webhook_id,
+            "try": row.try_count + 1,
+            "status_code": result.status_code,
+            "duration_ms": round(result.duration * 1000, 1),
+            "outcome": status,
+        }
+        if status == "delivered":
+            logger.info("webhook delivered", extra=extra)
+        elif status == "pending":
+            self._wake_later(delay)
+            logger.warning(
+                "webhook try failed, retrying in %.1fs: %s",
+                delay,
+                result.error,
+                extra=extra,
+            )
+        else:
+            logger.warning("webhook dead-lettered: %s", result.error, extra=extra)
+        return status
+
+    def _wake_later(self, delay: float) -> None:
+        # Retries sooner than the next poll (short test schedules) are not
+        # left waiting for it.
+        if delay < self._poll_interval:
+            asyncio.get_running_loop().call_later(delay, self.wake)
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let tries in flight finish within `grace` s."""
+        if self.state in (DispatcherState.STOPPING, DispatcherState.STOPPED):
+            return
+        self.state = DispatcherState.STOPPING
+        self.wake()
+        deadline = time.monotonic() + grace
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        unfinished = dict(self._tasks)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.gather(*unfinished, return_exceptions=True)
+            logger.warning(
+                "webhook tries cut short by shutdown",
+                extra={"count": len(unfinished)},
+            )
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(max(remaining, 1.0)):
+                    await self._store.release([r.id for r in unfinished.values()])
+            except (TimeoutError, errors.MutateError):
+                # Their leases run out by themselves.
+                pass
+        self.state = DispatcherState.STOPPED

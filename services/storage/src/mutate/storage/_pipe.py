@@ -1,0 +1,111 @@
+"""A bounded byte pipe from the event loop to one blocking reader thread.
+
+The minio client uploads from a file-like object in a worker thread; gRPC
+delivers chunks on the event loop. `ChunkPipe` joins them with a byte budget:
+the writer awaits (without blocking the loop) while the budget is used up, so
+a put of any size holds at most `capacity` bytes here plus the part minio is
+sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+
+
+class PipeClosed(Exception):
+    """The reader went away; no more data can be written."""
+
+
+class ChunkPipe:
+    """Write with `await write()` on the loop; `read()` in one thread."""
+
+    def __init__(self, *, capacity: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._capacity = capacity
+        self._cond = threading.Condition()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._reader_gone = False
+        self._space = asyncio.Event()
+
+    async def write(self, chunk: bytes) -> None:
+        """Queue `chunk`, waiting while the pipe holds `capacity` bytes."""
+        while True:
+            with self._cond:
+                if self._reader_gone:
+                    raise PipeClosed("the upload ended before its data did")
+                # Below capacity a chunk of any size is taken whole.
+                if self._buffered < self._capacity:
+                    self._chunks.append(chunk)
+                    self._buffered += len(chunk)
+                    self._cond.notify()
+                    return
+                self._space.clear()
+            await self._space.wait()
+
+    def close(self) -> None:
+        """End of data: the reader sees EOF once the queue is empty."""
+        with self._cond:
+            self._eof = True
+            self._cond.notify()
+
+    def abort(self, error: BaseException) -> None:
+        """Make the reader raise `error`, so the upload is abandoned."""
+        with self._cond:
+            self._error = error
+            self._chunks.clear()
+            self._buffered = 0
+            self._cond.notify()
+
+    def reader_done(self) -> None:
+        """Called by the reader thread when it stops reading, for any reason."""
+        with self._cond:
+            self._reader_gone = True
+        self._wake_writer()
+
+    # --- reader side (worker thread) -------------------------------------
+
+    def read(self, size: int = -1) -> bytes:
+        """`size` bytes (all until EOF when -1), fewer only at end of data.
+
+        Filling the whole request in one piece matters: minio appends what
+        each read returns to its part buffer, so many small reads would copy
+        the part over and over.
+        """
+        parts: list[bytes] = []
+        taken = 0
+        while size < 0 or taken < size:
+            with self._cond:
+                while not self._chunks and not self._eof and self._error is None:
+                    self._cond.wait()
+                if self._error is not None:
+                    raise self._error
+                if not self._chunks:
+                    break
+                chunk = self._take_one(size - taken if size >= 0 else -1)
+            self._wake_writer()
+            parts.append(chunk)
+            taken += len(chunk)
+        if len(parts) == 1:
+            return parts[0]
+        data = b"".join(parts)
+        parts.clear()
+        return data
+
+    def _take_one(self, limit: int) -> bytes:
+        chunk = self._chunks.popleft()
+        if 0 <= limit < len(chunk):
+            self._chunks.appendleft(chunk[limit:])
+            chunk = chunk[:limit]
+        self._buffered -= len(chunk)
+        return chunk
+
+    def _wake_writer(self) -> None:
+        # A closed loop (process shutting down) has nobody waiting.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._space.set)

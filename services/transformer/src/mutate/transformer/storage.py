@@ -1,0 +1,47 @@
+"""The transformer's use of the storage service: read inputs, write outputs.
+
+A thin layer over `mutate.common.storage_client.StorageClient`, which
+translates every failed call into the `mutate.common.errors` tree (the worker
+and the gRPC service translate from there). Outputs are written by the engine
+to a local file and streamed from it, so no output is held in memory whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from mutate.common.storage_client import CHUNK_BYTES, ObjectInfo, StorageClient
+
+Storage = StorageClient
+
+
+async def file_chunks(path: Path, size: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
+    """The file's content in pieces of `size` bytes.
+
+    Outputs sit in the page cache a moment after the engine wrote them:
+    reading them on the loop costs less than a thread hop per chunk.
+    """
+    with open(path, "rb") as source:
+        while chunk := source.read(size):
+            yield chunk
+
+
+async def put_file(
+    storage: StorageClient,
+    key: str,
+    path: Path,
+    *,
+    content_type: str,
+    metadata: Mapping[str, str] | None = None,
+) -> ObjectInfo:
+    """Stream a local file to `key`, replacing what is there."""
+    return await storage.put_stream(
+        key,
+        file_chunks(path),
+        content_type or "application/octet-stream",
+        metadata=metadata,
+    )
+
+
+__all__ = ["Storage", "file_chunks", "put_file"]

@@ -1,0 +1,3 @@
+"""Shared fixtures: real servers and service processes from mutate.devstack."""
+
+pytest_plugins = ["mutate.devstack.pytest_plugin"]
