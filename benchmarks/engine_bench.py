@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import io
 import json
 import os
 import random
@@ -39,20 +38,43 @@ from openpyxl.cell import WriteOnlyCell
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / ".bench"
-HEADER = ["id", "quantity", "price", "ratio", "name", "category", "code", "note",
-          "day", "timestamp", "clock", "elapsed"]
+HEADER = [
+    "id",
+    "quantity",
+    "price",
+    "ratio",
+    "name",
+    "category",
+    "code",
+    "note",
+    "day",
+    "timestamp",
+    "clock",
+    "elapsed",
+]
 FORMATS = {8: "yyyy-mm-dd", 9: "yyyy-mm-dd hh:mm:ss", 10: "hh:mm:ss", 11: "[h]:mm:ss"}
 CATEGORIES = ["alpha", "beta", "gamma", "delta", "Ωmega", "naïve", "東京"]
 FIVE_RULES = {
     "conversionType": "XLSX_TO_CSV",
     "rules": [
         {"id": "sheet", "selectWorksheet": {"name": "Data"}},
-        {"id": "drop-beta", "deleteRows": {
-            "condition": "EQUALS", "column": "category", "value": "beta"}},
+        {
+            "id": "drop-beta",
+            "deleteRows": {
+                "condition": "EQUALS",
+                "column": "category",
+                "value": "beta",
+            },
+        },
         {"id": "drop-cols", "deleteColumns": {"columns": ["ratio", "H"]}},
         {"id": "tidy", "replaceCharacters": {"find": "item ", "replace": "#"}},
-        {"id": "check", "validateColumns": {
-            "numOfColumns": 10, "requiredHeaders": ["id", "timestamp"]}},
+        {
+            "id": "check",
+            "validateColumns": {
+                "numOfColumns": 10,
+                "requiredHeaders": ["id", "timestamp"],
+            },
+        },
     ],
 }
 TARGETS = {"engine, no rules": 2.0, "engine, five rules": 2.5}
@@ -160,7 +182,9 @@ def sample_check(got: list[list[str]], want: list[list[str]]) -> str:
     if not wrong:
         return "ok"
     first = wrong[0]
-    return f"{len(wrong)}/{len(picks)} sampled rows differ, e.g. row {first}: {got[first]}"
+    return (
+        f"{len(wrong)}/{len(picks)} sampled rows differ, e.g. row {first}: {got[first]}"
+    )
 
 
 # -- measured runs, one process each
@@ -209,7 +233,9 @@ class Measure:
 
 def run(rows: int, runs: int) -> int:
     source = workbook_path(rows)
-    print(f"workbook: {source} ({source.stat().st_size / 1e6:.1f} MB, {rows} rows x 12)")
+    print(
+        f"workbook: {source} ({source.stat().st_size / 1e6:.1f} MB, {rows} rows x 12)"
+    )
     plans = [
         ("floor: calamine + csv", _FLOOR, {}),
         ("xlsx2csv", _XLSX2CSV, {}),
@@ -224,7 +250,8 @@ def run(rows: int, runs: int) -> int:
                 best[name] = result
     want = expected_rows(rows)
     best["engine, no rules"].check = (
-        "exact" if read_csv(best["engine, no rules"].output) == want
+        "exact"
+        if read_csv(best["engine, no rules"].output) == want
         else sample_check(read_csv(best["engine, no rules"].output), want)
     )
     best["engine, five rules"].check = sample_check(
@@ -239,16 +266,22 @@ def _measure_isolated(
     name: str, body: str, source: Path, config: dict[str, object]
 ) -> Measure:
     # Popen + wait4 gives each child's own peak RSS.
-    output = BENCH_DIR / f"out-{name.split(':')[0].replace(' ', '-').replace(',', '')}.csv"
+    output = (
+        BENCH_DIR / f"out-{name.split(':')[0].replace(' ', '-').replace(',', '')}.csv"
+    )
     lines = textwrap.dedent(body).strip().splitlines()
     imports = "\n".join(line for line in lines if line.startswith(("import", "from")))
     work = "\n".join(line for line in lines if not line.startswith(("import", "from")))
     script = _HARNESS.format(imports=imports, body=work)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [os.environ.get("PYTHONPATH", "")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", "")])),
+    )
     process = subprocess.Popen(
         [sys.executable, "-c", script, str(source), str(output), json.dumps(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     assert process.stdout is not None and process.stderr is not None
     out = process.stdout.read()
@@ -275,10 +308,15 @@ def report(results: dict[str, Measure], *, enforce: bool) -> int:
             verdict = f"<{target}x {'ok' if ok else 'MISSED'}"
             failed |= enforce and not ok
             failed |= result.check not in ("ok", "exact")
-        print(f"{name:<24}{result.seconds:>9.2f}{ratio:>9.2f}{result.rss_mb:>9.0f}"
-              f"  {verdict:<9} {result.check}")
-    print(f"\ntargets: no rules <= 2x floor, five rules <= 2.5x floor, RSS < {MAX_RSS_MB} MB"
-          + ("" if enforce else " (not enforced below 100,000 rows)"))
+        print(
+            f"{name:<24}{result.seconds:>9.2f}{ratio:>9.2f}{result.rss_mb:>9.0f}"
+            f"  {verdict:<9} {result.check}"
+        )
+    print(
+        "\ntargets: no rules <= 2x floor, five rules <= 2.5x floor, "
+        f"RSS < {MAX_RSS_MB} MB"
+        + ("" if enforce else " (not enforced below 100,000 rows)")
+    )
     return 1 if failed else 0
 
 

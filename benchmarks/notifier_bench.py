@@ -44,7 +44,7 @@ import uvicorn
 from mutate.common import messaging, migrations, topology, webhooks
 from mutate.devstack.processes import ServiceProcess
 from mutate.devstack.servers import NatsServer, PostgresServer
-from mutate.v1 import events_pb2
+from mutate.v1 import events_pb2, job_pb2
 
 ORG = "org_bench"
 
@@ -149,7 +149,7 @@ def event(url: str) -> events_pb2.JobEvent:
         attempt=1,
         configuration_id="cfg_bench",
         webhook_url=url,
-        error={"code": "INVALID_FILE", "message": "benchmark"},
+        error=job_pb2.JobError(code="INVALID_FILE", message="benchmark"),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import helm_python
 import kubernetes_validate
 import pytest
-from deploy_support import (
+from .deploy_support import (
     CHART,
     COMPONENTS,
     INLINE_SECRETS_VALUES,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from deploy_support import REPO, SETTINGS_CLASSES, service_settings
+from .deploy_support import REPO, SETTINGS_CLASSES, service_settings
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 SERVICES = sorted(SETTINGS_CLASSES)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_support import REPO, SETTINGS_CLASSES
+from .deploy_support import REPO, SETTINGS_CLASSES
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name

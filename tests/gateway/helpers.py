@@ -88,3 +88,9 @@ async def wait_for_status(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} stuck in {job.status}")
         await asyncio.sleep(0.05)
+
+
+async def get_job(tenant: Tenant, job_id: str) -> Any:
+    return await tenant.jobs.GetJob(
+        public_api_pb2.GetJobRequest(id=job_id), metadata=tenant.metadata
+    )

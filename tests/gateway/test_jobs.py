@@ -25,6 +25,10 @@ async def _create(tenant: Tenant, **fields: Any) -> job_pb2.Job:
     )
 
 
+def _objects(client: Any, bucket: str, prefix: str) -> list[Any]:
+    return list(client.list_objects(bucket, prefix=prefix, recursive=True))
+
+
 async def _error(call: Any) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call

@@ -7,7 +7,7 @@ import time
 import uuid
 
 import pytest
-from conftest import StartStorage
+from .conftest import StartStorage
 
 from mutate.common import errors, keys
 from mutate.common.storage_client import StorageClient

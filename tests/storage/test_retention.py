@@ -7,8 +7,8 @@ import io
 import time
 from typing import Any
 
-from conftest import StartStorage
-from test_faults import _store
+from .conftest import StartStorage
+from .test_faults import _store
 
 from mutate.common import keys
 from mutate.devstack.servers import S3Server

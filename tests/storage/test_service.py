@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import StartStorage
+from .conftest import StartStorage
 
 from mutate.common import errors, keys
 from mutate.common.storage_client import StorageClient

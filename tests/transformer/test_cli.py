@@ -34,18 +34,28 @@ def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 
 @pytest.fixture
 def book(tmp_path: Path) -> Path:
-    return _write(tmp_path, "book.xlsx", sheet_bytes([["a", "b"], [1, None], [None, None],
-                                                      [3, "x"]]))
+    return _write(
+        tmp_path,
+        "book.xlsx",
+        sheet_bytes([["a", "b"], [1, None], [None, None], [3, "x"]]),
+    )
 
 
 def test_convert_to_file_with_log(tmp_path: Path, book: Path) -> None:
-    config = _write(tmp_path, "c.json", json.dumps({
-        "name": "drop empty rows",
-        "rules": [{"id": "empty", "deleteRows": {"condition": "EMPTY"}}],
-    }))
+    config = _write(
+        tmp_path,
+        "c.json",
+        json.dumps(
+            {
+                "name": "drop empty rows",
+                "rules": [{"id": "empty", "deleteRows": {"condition": "EMPTY"}}],
+            }
+        ),
+    )
     out, log = tmp_path / "out.csv", tmp_path / "log.json"
-    status = convert_command([str(book), "--config", str(config), "--output", str(out),
-                              "--log", str(log)])
+    status = convert_command(
+        [str(book), "--config", str(config), "--output", str(out), "--log", str(log)]
+    )
     assert status == 0
     assert out.read_bytes() == b"a,b\n1,\n3,x\n"
     document = json.loads(log.read_text())
@@ -54,7 +64,9 @@ def test_convert_to_file_with_log(tmp_path: Path, book: Path) -> None:
     assert document["executionLog"][0]["message"] == "deleted 1 rows"
 
 
-def test_convert_to_stdout(book: Path, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_convert_to_stdout(
+    book: Path, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
     assert convert_command([str(book)]) == 0
     assert capfdbinary.readouterr().out == b"a,b\n1,\n,\n3,x\n"
 
@@ -137,7 +149,9 @@ def _bench_module():  # type: ignore[no-untyped-def]
 ADDRESS_SPACE = 1536 * 1024 * 1024
 
 
-def _run_limited(args: list[str], timeout: float) -> tuple[subprocess.CompletedProcess[bytes], float, float]:
+def _run_limited(
+    args: list[str], timeout: float
+) -> tuple[subprocess.CompletedProcess[bytes], float, float]:
     """Run the CLI under RLIMIT_AS; return the result, seconds and peak RSS MB."""
 
     def limit() -> None:
@@ -146,7 +160,9 @@ def _run_limited(args: list[str], timeout: float) -> tuple[subprocess.CompletedP
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "mutate.transformer", "convert", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=limit,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=limit,
     )
     try:
         out, err = process.communicate(timeout=timeout)
@@ -197,7 +213,9 @@ def test_zip_bomb_fails_fast_under_memory_limit(tmp_path: Path) -> None:
 def test_main_dispatches_convert(book: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mutate.transformer", "convert", str(book)],
-        capture_output=True, timeout=60, check=False,
+        capture_output=True,
+        timeout=60,
+        check=False,
         env={**os.environ, "MUTATE_LIMIT_MAX_CELLS": "3"},
     )
     assert result.returncode == 1

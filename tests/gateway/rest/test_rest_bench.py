@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest
-from rest_fakes import API_KEY
+from .rest_fakes import API_KEY
 
 from mutate.devstack import stack as stk
 from mutate.devstack.servers import NatsServer, PostgresServer, S3Server

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from rest_fakes import RestStack, StackFactory
+from .rest_fakes import RestStack, StackFactory
 
 from mutate.v1 import job_pb2
 

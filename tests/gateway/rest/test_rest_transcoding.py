@@ -6,7 +6,7 @@ import base64
 import datetime
 
 import pytest
-from rest_fakes import API_KEY, RestStack, StackFactory
+from .rest_fakes import API_KEY, RestStack, StackFactory
 
 from mutate.v1 import job_pb2
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import pytest
-from mutate.v1 import transformer_pb2
 
 import mutate.transformer.engine as engine
 from mutate.transformer.engine import EngineError, Limits, preview
+from mutate.v1 import transformer_pb2
 
 from .conftest import configuration, sheet_bytes
 
 
 def test_public_names() -> None:
     assert sorted(engine.__all__) == [
-        "ConversionResult", "EngineError", "Limits", "convert", "preview",
+        "ConversionResult",
+        "EngineError",
+        "Limits",
+        "convert",
+        "preview",
         "validate_configuration",
     ]
     for name in engine.__all__:
@@ -21,12 +25,14 @@ def test_public_names() -> None:
 
 
 def test_limits_from_env() -> None:
-    limits = Limits.from_env({
-        "MUTATE_LIMIT_MAX_CELLS": "1000",
-        "MUTATE_LIMIT_MAX_COMPRESSION_RATIO": "50.5",
-        "MUTATE_LIMIT_MAX_RUN_SECONDS": "",
-        "OTHER": "x",
-    })
+    limits = Limits.from_env(
+        {
+            "MUTATE_LIMIT_MAX_CELLS": "1000",
+            "MUTATE_LIMIT_MAX_COMPRESSION_RATIO": "50.5",
+            "MUTATE_LIMIT_MAX_RUN_SECONDS": "",
+            "OTHER": "x",
+        }
+    )
     assert limits.max_cells == 1000
     assert limits.max_compression_ratio == 50.5
     assert limits.max_run_seconds == Limits().max_run_seconds
@@ -41,15 +47,23 @@ def test_limits_from_env_refuses_bad_values(value: str) -> None:
 
 def test_preview_before_and_after() -> None:
     data = sheet_bytes([["id", "name"], [1, "a"], [None, None], [3, "c"], [4, "d"]])
-    response = preview(data, "b.xlsx", configuration({"rules": [
-        {"id": "e", "deleteRows": {"condition": "EMPTY"}}]}), max_rows=2)
+    response = preview(
+        data,
+        "b.xlsx",
+        configuration({"rules": [{"id": "e", "deleteRows": {"condition": "EMPTY"}}]}),
+        max_rows=2,
+    )
     assert isinstance(response, transformer_pb2.PreviewResponse)
     assert list(response.before.header) == ["id", "name"]
     assert [(r.row_number, list(r.cells)) for r in response.before.rows] == [
-        (2, ["1", "a"]), (3, ["", ""])]
+        (2, ["1", "a"]),
+        (3, ["", ""]),
+    ]
     assert response.before.total_rows == 4
     assert [(r.row_number, list(r.cells)) for r in response.after.rows] == [
-        (2, ["1", "a"]), (4, ["3", "c"])]
+        (2, ["1", "a"]),
+        (4, ["3", "c"]),
+    ]
     assert response.after.total_rows == 3
     assert response.after.worksheet == "Data"
     assert response.execution_log[0].message == "deleted 1 rows"
@@ -58,8 +72,11 @@ def test_preview_before_and_after() -> None:
 
 def test_preview_fills_error_instead_of_raising() -> None:
     data = sheet_bytes([["id"], [1]])
-    response = preview(data, "b.xlsx", configuration({"rules": [
-        {"id": "v", "validateColumns": {"numOfColumns": 3}}]}))
+    response = preview(
+        data,
+        "b.xlsx",
+        configuration({"rules": [{"id": "v", "validateColumns": {"numOfColumns": 3}}]}),
+    )
     assert response.error.code == "VALIDATION_FAILED"
     assert response.error.rule_id == "v"
     assert list(response.before.header) == ["id"]

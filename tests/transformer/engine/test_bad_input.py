@@ -13,8 +13,12 @@ from mutate.transformer.engine import EngineError, Limits
 from .conftest import run, sheet_bytes, workbook_bytes
 
 
-def _error(data: bytes, name: str = "book.xlsx", document: dict | None = None,
-           limits: Limits | None = None) -> EngineError:
+def _error(
+    data: bytes,
+    name: str = "book.xlsx",
+    document: dict | None = None,
+    limits: Limits | None = None,
+) -> EngineError:
     with pytest.raises(EngineError) as caught:
         run(data, name, document, limits=limits)
     return caught.value
@@ -69,7 +73,10 @@ def test_corrupt_sheet_part(book: bytes) -> None:
 def test_not_a_workbook_by_content() -> None:
     error = _error(b"%PDF-1.4 not a spreadsheet", "report.xlsx")
     assert error.code == "WRONG_FILE_TYPE"
-    assert error.message == "report.xlsx is not an XLSX workbook (it is not a zip container)"
+    assert (
+        error.message
+        == "report.xlsx is not an XLSX workbook (it is not a zip container)"
+    )
 
 
 def test_workbook_named_csv(book: bytes) -> None:
@@ -84,13 +91,19 @@ def test_zip_that_is_not_a_workbook() -> None:
         archive.writestr("hello.txt", "hi")
     error = _error(out.getvalue())
     assert (error.code, error.message) == (
-        "INVALID_FILE", "book.xlsx is a zip file but not a workbook (no xl/workbook.xml)")
+        "INVALID_FILE",
+        "book.xlsx is a zip file but not a workbook (no xl/workbook.xml)",
+    )
 
 
 def test_password_protected() -> None:
     # An encrypted OOXML file is an OLE2 compound file holding EncryptedPackage.
-    data = (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100
-            + "EncryptedPackage".encode("utf-16-le") + b"\x00" * 100)
+    data = (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+        + b"\x00" * 100
+        + "EncryptedPackage".encode("utf-16-le")
+        + b"\x00" * 100
+    )
     error = _error(data)
     assert error.code == "PASSWORD_PROTECTED"
     assert error.message.startswith("book.xlsx is password-protected")
@@ -103,8 +116,13 @@ def test_legacy_xls() -> None:
 
 
 def test_zip_bomb_refused_before_reading(book: bytes) -> None:
-    bomb = _rezip(book, {"xl/worksheets/sheet1.xml": None,
-                         "xl/media/padding.bin": b"\x00" * (20 * 1024 * 1024)})
+    bomb = _rezip(
+        book,
+        {
+            "xl/worksheets/sheet1.xml": None,
+            "xl/media/padding.bin": b"\x00" * (20 * 1024 * 1024),
+        },
+    )
     assert len(bomb) < 100_000
     error = _error(bomb)
     assert error.code == "LIMIT_EXCEEDED"
@@ -136,16 +154,19 @@ def test_bogus_dimension_reads_what_is_there(book: bytes) -> None:
     sheet = zipfile.ZipFile(io.BytesIO(book)).read("xl/worksheets/sheet1.xml")
     bogus = sheet.replace(b'<dimension ref="A1:B2"', b'<dimension ref="A1:XFD1048576"')
     assert bogus != sheet
-    output, result = run(_rezip(book, {"xl/worksheets/sheet1.xml": bogus}),
-                         limits=Limits(max_cells=10))
+    output, result = run(
+        _rezip(book, {"xl/worksheets/sheet1.xml": bogus}), limits=Limits(max_cells=10)
+    )
     assert output == b"a,b\n1,2\n"
 
 
 def test_xml_entity_expansion_refused(book: bytes) -> None:
-    evil = (b'<?xml version="1.0"?><!DOCTYPE lol [<!ENTITY lol "lol">'
-            b'<!ENTITY lol2 "&lol;&lol;&lol;">]>'
-            b'<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
-            b"<sheets><sheet name=\"&lol2;\" sheetId=\"1\"/></sheets></workbook>")
+    evil = (
+        b'<?xml version="1.0"?><!DOCTYPE lol [<!ENTITY lol "lol">'
+        b'<!ENTITY lol2 "&lol;&lol;&lol;">]>'
+        b'<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+        b'<sheets><sheet name="&lol2;" sheetId="1"/></sheets></workbook>'
+    )
     error = _error(_rezip(book, {"xl/workbook.xml": evil}))
     assert error.code == "INVALID_FILE"
     assert error.message == (
@@ -158,7 +179,10 @@ def test_entity_in_sheet_xml_refused(book: bytes) -> None:
     sheet = zipfile.ZipFile(io.BytesIO(book)).read("xl/worksheets/sheet1.xml")
     evil = sheet.replace(b"<worksheet", b'<!DOCTYPE x [<!ENTITY a "b">]><worksheet', 1)
     error = _error(_rezip(book, {"xl/worksheets/sheet1.xml": evil}))
-    assert error.message == "sheet 'Data' declares XML entities or a DTD, which are refused"
+    assert (
+        error.message
+        == "sheet 'Data' declares XML entities or a DTD, which are refused"
+    )
 
 
 def test_workbook_without_worksheets() -> None:
@@ -167,7 +191,10 @@ def test_workbook_without_worksheets() -> None:
         book.remove(book.active)
 
     error = _error(workbook_bytes(build))
-    assert (error.code, error.message) == ("EMPTY_FILE", "book.xlsx contains no worksheets")
+    assert (error.code, error.message) == (
+        "EMPTY_FILE",
+        "book.xlsx contains no worksheets",
+    )
 
 
 def test_invalid_json() -> None:
@@ -179,11 +206,15 @@ def test_invalid_json() -> None:
 def test_binary_as_csv() -> None:
     error = _error(b"\x00\x01\x02binary", "x.csv")
     assert (error.code, error.message) == (
-        "WRONG_FILE_TYPE", "x.csv is a binary file, not CSV or JSON text")
+        "WRONG_FILE_TYPE",
+        "x.csv is a binary file, not CSV or JSON text",
+    )
 
 
 def test_csv_with_wrong_declared_encoding() -> None:
-    error = _error("é".encode("latin-1"), "x.csv", {"readOptions": {"csvEncoding": "utf-8"}})
+    error = _error(
+        "é".encode("latin-1"), "x.csv", {"readOptions": {"csvEncoding": "utf-8"}}
+    )
     assert error.code == "ENCODING_ERROR"
 
 
@@ -193,9 +224,15 @@ def test_cancel_between_rules(book: bytes) -> None:
     from .conftest import configuration
 
     with pytest.raises(EngineError) as caught:
-        convert(book, "b.xlsx", configuration({"rules": [
-            {"id": "d", "deleteRows": {"condition": "EMPTY"}}]}), io.BytesIO(),
-            should_cancel=lambda: True)
+        convert(
+            book,
+            "b.xlsx",
+            configuration(
+                {"rules": [{"id": "d", "deleteRows": {"condition": "EMPTY"}}]}
+            ),
+            io.BytesIO(),
+            should_cancel=lambda: True,
+        )
     assert caught.value.code == "CANCELLED"
 
 
@@ -215,5 +252,19 @@ def test_errors_pickle_with_their_fields() -> None:
     error = EngineError("LIMIT_EXCEEDED", "too big", rule_id="r1", retryable=True)
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.code, copy.message, copy.rule_id, copy.retryable) == (
-        "LIMIT_EXCEEDED", "too big", "r1", True)
+        "LIMIT_EXCEEDED",
+        "too big",
+        "r1",
+        True,
+    )
     assert copy.to_proto().rule_id == "r1"
+
+
+def test_workbook_rule_on_csv_without_conversion_type() -> None:
+    error = _error(
+        b"a,b\n1,2\n", "x.csv", {"rules": [{"id": "f", "evaluateFormulas": {}}]}
+    )
+    assert (error.code, error.rule_id) == ("INVALID_CONFIGURATION", "f")
+    assert error.message == (
+        "rule f: EVALUATE_FORMULAS needs a workbook, and x.csv is read as CSV or JSON"
+    )

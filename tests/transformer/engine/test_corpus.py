@@ -7,6 +7,7 @@ import csv
 import datetime
 import io
 import re
+import warnings
 import zipfile
 from functools import cache
 from pathlib import Path
@@ -56,7 +57,9 @@ def _convert_grid(file_name: str, document: dict[str, object]) -> list[list[str]
 def test_every_corpus_file_converts_or_fails_clearly(name: str) -> None:
     data = (CORPUS / "files" / name).read_bytes()
     try:
-        output, result = run(data, name, {"readOptions": {"missingFormulaValues": "WARN"}})
+        output, result = run(
+            data, name, {"readOptions": {"missingFormulaValues": "WARN"}}
+        )
     except EngineError as exc:
         assert exc.code and len(exc.message) > 20, exc
         pytest.fail(f"{name} failed: {exc.code}: {exc.message}")
@@ -117,11 +120,14 @@ def _number_text(text: str) -> str:
 def _temporal_cells(file_name: str, sheet: str) -> dict[tuple[int, int], str]:
     """Contract text of every stored number shown through a date, time or
     duration format, from the raw XML and openpyxl's reading of the formats."""
-    import openpyxl
     from xml.etree import ElementTree
 
+    import openpyxl
+
     path = CORPUS / "files" / file_name
-    book = openpyxl.load_workbook(path, data_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # openpyxl on extensions it drops
+        book = openpyxl.load_workbook(path, data_only=True)
     sheet_name = book.sheetnames[0] if sheet == "(first)" else sheet
     worksheet = book[sheet_name]
     date1904 = book.epoch.year == 1904
@@ -150,7 +156,9 @@ def _temporal_cells(file_name: str, sheet: str) -> dict[tuple[int, int], str]:
         column = 0
         for char in match.group(1):
             column = column * 26 + ord(char) - 64
-        found[(int(match.group(2)) - 1, column - 1)] = _serial_text(value, kind, date1904)
+        found[(int(match.group(2)) - 1, column - 1)] = _serial_text(
+            value, kind, date1904
+        )
     return found
 
 
@@ -214,7 +222,9 @@ def test_corpus_sheet_matches_readers_and_contract(entry: dict[str, str]) -> Non
     got = _convert_grid(entry["file"], _config(entry["sheet"]))
     # Both readers print a date-time for a date-only format holding a fraction
     # and ignore time-only formats on whole days; the format decides.
-    temporal = _temporal_cells(entry["file"], entry["sheet"]) if openpyxl_path.exists() else {}
+    temporal = (
+        _temporal_cells(entry["file"], entry["sheet"]) if openpyxl_path.exists() else {}
+    )
     temporal.update(_KNOWN.get(stem, {}))
     height = max(len(calamine), len(openpyxl))
     expected: list[list[str]] = []
@@ -241,8 +251,9 @@ def _trim(grid: list[list[str]]) -> list[list[str]]:
     rows = [list(row) for row in grid]
     while rows and not any(rows[-1]):
         rows.pop()
-    width = max((max((i + 1 for i, v in enumerate(r) if v), default=0) for r in rows),
-                default=0)
+    width = max(
+        (max((i + 1 for i, v in enumerate(r) if v), default=0) for r in rows), default=0
+    )
     return [(row + [""] * width)[:width] for row in rows]
 
 

@@ -16,18 +16,26 @@ from .conftest import run, sheet_bytes, text, workbook_bytes
 def _dates(book: Workbook) -> None:
     sheet = book.active
     sheet.append(["date", "datetime", "midnight", "time", "duration", "long"])
-    sheet.append([
-        datetime.date(2024, 1, 31),
-        datetime.datetime(2024, 1, 31, 13, 45),
-        datetime.datetime(2024, 1, 31),
-        datetime.time(13, 45, 0, 250000),
-        datetime.timedelta(hours=1, minutes=2, seconds=3),
-        datetime.timedelta(days=10, hours=15, minutes=10, seconds=10),
-    ])
+    sheet.append(
+        [
+            datetime.date(2024, 1, 31),
+            datetime.datetime(2024, 1, 31, 13, 45),
+            datetime.datetime(2024, 1, 31),
+            datetime.time(13, 45, 0, 250000),
+            datetime.timedelta(hours=1, minutes=2, seconds=3),
+            datetime.timedelta(days=10, hours=15, minutes=10, seconds=10),
+        ]
+    )
     for cell, number_format in zip(
         "ABCDEF",
-        ["yyyy-mm-dd", "yyyy-mm-dd hh:mm", "m/d/yyyy h:mm", "hh:mm:ss.000",
-         "[h]:mm:ss", "[h]:mm:ss"],
+        [
+            "yyyy-mm-dd",
+            "yyyy-mm-dd hh:mm",
+            "m/d/yyyy h:mm",
+            "hh:mm:ss.000",
+            "[h]:mm:ss",
+            "[h]:mm:ss",
+        ],
         strict=True,
     ):
         sheet[f"{cell}2"].number_format = number_format
@@ -94,29 +102,42 @@ def test_very_hidden_sheet_skipped_by_default_selection() -> None:
 
 def test_header_row_drops_rows_above() -> None:
     data = sheet_bytes([["Report 2024"], [None], ["id", "name"], [1, "x"]])
-    output, result = run(data, document={
-        "readOptions": {"headerRow": 3},
-        "rules": [{"id": "d", "deleteColumns": {"columns": ["name"]}}],
-    })
+    output, result = run(
+        data,
+        document={
+            "readOptions": {"headerRow": 3},
+            "rules": [{"id": "d", "deleteColumns": {"columns": ["name"]}}],
+        },
+    )
     assert output == b"id\n1\n"
     assert result.rows == 1
 
 
 def test_header_row_zero_means_letters_and_arrays() -> None:
     data = sheet_bytes([["id", "name"], [1, "x"]])
-    output, _ = run(data, document={
-        "readOptions": {"headerRow": 0},
-        "outputFormat": {"type": "JSON"},
-        "rules": [{"id": "d", "deleteRows": {"condition": "EQUALS", "column": "A",
-                                             "value": "id"}}],
-    })
+    output, _ = run(
+        data,
+        document={
+            "readOptions": {"headerRow": 0},
+            "outputFormat": {"type": "JSON"},
+            "rules": [
+                {
+                    "id": "d",
+                    "deleteRows": {"condition": "EQUALS", "column": "A", "value": "id"},
+                }
+            ],
+        },
+    )
     assert output == b'[\n[1,"x"]\n]\n'
 
 
 def test_displayed_values_apply_number_formats() -> None:
     data = sheet_bytes(
         [["n", "pct", "date", "money"], [1234.5, 0.256, 45322.573, -5]],
-        A2="#,##0.00", B2="0.0%", C2="d mmm yyyy h:mm AM/PM", D2="$#,##0.00;($#,##0.00)",
+        A2="#,##0.00",
+        B2="0.0%",
+        C2="d mmm yyyy h:mm AM/PM",
+        D2="$#,##0.00;($#,##0.00)",
     )
     output = text(data, readOptions={"values": "DISPLAYED"})
     assert output == 'n,pct,date,money\n"1,234.50",25.6%,31 Jan 2024 1:45 PM,($5.00)\n'
@@ -162,3 +183,21 @@ def test_cached_formula_values_are_used(missing: str) -> None:
     data = (CORPUS / "files" / "sheetjs_1904.xlsx").read_bytes()
     output = text(data, readOptions={"missingFormulaValues": missing})
     assert output.splitlines()[0] == "1,1904-01-02,1904-01-02,1904-01-02"
+
+
+def test_openpyxl_fallback_reads_like_calamine() -> None:
+    """A row-only dimension makes python-calamine refuse the sheet; the
+    openpyxl fallback must print the same values."""
+    data = workbook_bytes(_dates)
+    source = zipfile.ZipFile(io.BytesIO(data))
+    sheet = source.read("xl/worksheets/sheet1.xml")
+    broken = sheet.replace(b'<dimension ref="A1:F2"', b'<dimension ref="1:2"')
+    assert broken != sheet
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                content = broken
+            target.writestr(item.filename, content)
+    assert text(out.getvalue()) == text(data)

@@ -117,8 +117,17 @@ def test_select_hidden_sheet_refused_when_skipping_hidden() -> None:
 def test_validate_columns_passes(table: bytes) -> None:
     output, result = run(
         table,
-        document={"rules": [{"id": "v", "validateColumns": {
-            "numOfColumns": 4, "requiredHeaders": ["Name", "Amount"]}}]},
+        document={
+            "rules": [
+                {
+                    "id": "v",
+                    "validateColumns": {
+                        "numOfColumns": 4,
+                        "requiredHeaders": ["Name", "Amount"],
+                    },
+                }
+            ]
+        },
     )
     assert result.execution_log[0].outcome == 1
     assert result.execution_log[0].message == "4 columns, all required headers present"
@@ -126,8 +135,16 @@ def test_validate_columns_passes(table: bytes) -> None:
 
 def test_validate_columns_fails_with_expected_and_found(table: bytes) -> None:
     with pytest.raises(EngineError) as caught:
-        convert_rules(table, {"id": "v", "validateColumns": {
-            "numOfColumns": 5, "requiredHeaders": ["Name", "Total"]}})
+        convert_rules(
+            table,
+            {
+                "id": "v",
+                "validateColumns": {
+                    "numOfColumns": 5,
+                    "requiredHeaders": ["Name", "Total"],
+                },
+            },
+        )
     assert caught.value.code == "VALIDATION_FAILED"
     assert caught.value.message == (
         "rule v: expected 5 columns, found 4; missing required headers: 'Total'"
@@ -135,8 +152,14 @@ def test_validate_columns_fails_with_expected_and_found(table: bytes) -> None:
 
 
 def test_validate_columns_warns_and_continues(table: bytes) -> None:
-    output, result = run(table, document={"rules": [{"id": "v", "validateColumns": {
-        "numOfColumns": 3, "onFailure": "WARN"}}]})
+    output, result = run(
+        table,
+        document={
+            "rules": [
+                {"id": "v", "validateColumns": {"numOfColumns": 3, "onFailure": "WARN"}}
+            ]
+        },
+    )
     assert result.warnings == ["rule v: expected 3 columns, found 4"]
     assert result.execution_log[0].outcome == 2
     assert output.startswith(b"Name,City")
@@ -161,12 +184,18 @@ def _merged(sheet: Worksheet) -> None:
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"columns": ["all"], "fillDirection": "NONE"},
-         "Region,Q1,Q1,Total\nNorth,1,2,3\nNorth,4,5,9\nSouth,6,,6\n,,7,7\n"),
-        ({"columns": ["A"]},
-         "Region,Q1,,Total\nNorth,1,2,3\nNorth,4,5,9\nSouth,6,,6\nSouth,,7,7\n"),
-        ({"columns": ["A", "C"], "fillDirection": "UP"},
-         "Region,Q1,Q1,Total\nNorth,1,2,3\nNorth,4,5,9\nSouth,6,7,6\n,,7,7\n"),
+        (
+            {"columns": ["all"], "fillDirection": "NONE"},
+            "Region,Q1,Q1,Total\nNorth,1,2,3\nNorth,4,5,9\nSouth,6,,6\n,,7,7\n",
+        ),
+        (
+            {"columns": ["A"]},
+            "Region,Q1,,Total\nNorth,1,2,3\nNorth,4,5,9\nSouth,6,,6\nSouth,,7,7\n",
+        ),
+        (
+            {"columns": ["A", "C"], "fillDirection": "UP"},
+            "Region,Q1,Q1,Total\nNorth,1,2,3\nNorth,4,5,9\nSouth,6,7,6\n,,7,7\n",
+        ),
     ],
 )
 def test_unmerge_and_fill(params: dict[str, Any], expected: str) -> None:
@@ -181,21 +210,37 @@ def test_unmerge_and_fill(params: dict[str, Any], expected: str) -> None:
     ("params", "kept"),
     [
         ({"condition": "EMPTY"}, ["Ann", "Bob", "Cid", "Dan"]),
-        ({"condition": "EQUALS", "column": "City", "value": "oslo"}, ["Bob", "", "Dan"]),
-        ({"condition": "EQUALS", "column": "B", "value": "oslo", "caseSensitive": True},
-         ["Ann", "Bob", "", "Dan"]),
+        (
+            {"condition": "EQUALS", "column": "City", "value": "oslo"},
+            ["Bob", "", "Dan"],
+        ),
+        (
+            {
+                "condition": "EQUALS",
+                "column": "B",
+                "value": "oslo",
+                "caseSensitive": True,
+            },
+            ["Ann", "Bob", "", "Dan"],
+        ),
         ({"condition": "CONTAINS", "value": "RO"}, ["Ann", "", "Cid", "Dan"]),
-        ({"condition": "STARTS_WITH", "column": "Name", "value": "c"},
-         ["Ann", "Bob", "", "Dan"]),
-        ({"condition": "REGEX", "column": "Amount", "value": r"^\d+\.\d+$"},
-         ["Ann", "", "Cid", "Dan"]),
+        (
+            {"condition": "STARTS_WITH", "column": "Name", "value": "c"},
+            ["Ann", "Bob", "", "Dan"],
+        ),
+        (
+            {"condition": "REGEX", "column": "Amount", "value": r"^\d+\.\d+$"},
+            ["Ann", "", "Cid", "Dan"],
+        ),
         ({"rows": ["2", "4-5"]}, ["Bob", "Dan"]),
     ],
 )
 def test_delete_rows(table: bytes, params: dict[str, Any], kept: list[str]) -> None:
     output = convert_rules(table, {"id": "d", "deleteRows": params})
-    names = [line.split(",")[0] for line in output.replace('"Line\nbreak"', "x")
-             .splitlines()[1:]]
+    names = [
+        line.split(",")[0]
+        for line in output.replace('"Line\nbreak"', "x").splitlines()[1:]
+    ]
     assert names == kept
 
 
@@ -206,13 +251,26 @@ def test_row_numbers_stay_attached_after_earlier_deletes(table: bytes) -> None:
         {"id": "by-number", "deleteRows": {"rows": ["5"]}},
     )
     assert [line.split(",")[0] for line in output.splitlines()] == [
-        "Name", "Ann", "Bob", "Dan"]
+        "Name",
+        "Ann",
+        "Bob",
+        "Dan",
+    ]
 
 
 def test_delete_rows_unknown_column_fails(table: bytes) -> None:
     with pytest.raises(EngineError) as caught:
-        convert_rules(table, {"id": "d", "deleteRows": {
-            "condition": "EQUALS", "column": "Country", "value": "x"}})
+        convert_rules(
+            table,
+            {
+                "id": "d",
+                "deleteRows": {
+                    "condition": "EQUALS",
+                    "column": "Country",
+                    "value": "x",
+                },
+            },
+        )
     assert caught.value.message == (
         "rule d: column 'Country' does not exist (columns: A (Name), B (City), "
         "C (Notes), D (Amount))"
@@ -222,17 +280,27 @@ def test_delete_rows_unknown_column_fails(table: bytes) -> None:
 # -- DELETE_COLUMNS
 
 
-def test_delete_columns_by_letter_and_header_keeps_original_letters(table: bytes) -> None:
-    output, result = run(table, document={"rules": [
-        {"id": "d1", "deleteColumns": {"columns": ["B"]}},
-        {"id": "d2", "deleteColumns": {"columns": ["Notes"]}},
-        # "D" is still Amount's letter although it is now the second column.
-        {"id": "d3", "deleteColumns": {"columns": ["D"]}},
-    ]})
+def test_delete_columns_by_letter_and_header_keeps_original_letters(
+    table: bytes,
+) -> None:
+    output, result = run(
+        table,
+        document={
+            "rules": [
+                {"id": "d1", "deleteColumns": {"columns": ["B"]}},
+                {"id": "d2", "deleteColumns": {"columns": ["Notes"]}},
+                # "D" is still Amount's letter although it is now the second column.
+                {"id": "d3", "deleteColumns": {"columns": ["D"]}},
+            ]
+        },
+    )
     # A one-field row that is empty is written "" (an empty line is no row).
     assert output == b'Name\nAnn\nBob\n""\nCid\nDan\n'
     assert [e.message for e in result.execution_log] == [
-        "deleted 1 columns: B", "deleted 1 columns: C", "deleted 1 columns: D"]
+        "deleted 1 columns: B",
+        "deleted 1 columns: C",
+        "deleted 1 columns: D",
+    ]
 
 
 def test_delete_empty_columns() -> None:
@@ -258,21 +326,37 @@ def test_leading_empty_columns_are_kept_until_deleted() -> None:
 
 
 def test_replace_literal_line_breaks(table: bytes) -> None:
-    output = convert_rules(table, {"id": "r", "replaceCharacters": {
-        "find": "\n", "replace": " ", "columns": ["Notes"]}})
+    output = convert_rules(
+        table,
+        {
+            "id": "r",
+            "replaceCharacters": {"find": "\n", "replace": " ", "columns": ["Notes"]},
+        },
+    )
     assert "Cid,oslo,Line break,30\n" in output
 
 
 def test_replace_regex_with_groups(table: bytes) -> None:
-    output = convert_rules(table, {"id": "r", "replaceCharacters": {
-        "find": r"^(\w)(\w+)$", "replace": r"\2\1", "regex": True, "columns": ["A"]}})
+    output = convert_rules(
+        table,
+        {
+            "id": "r",
+            "replaceCharacters": {
+                "find": r"^(\w)(\w+)$",
+                "replace": r"\2\1",
+                "regex": True,
+                "columns": ["A"],
+            },
+        },
+    )
     assert output.splitlines()[1:3] == ["nnA,Oslo,first,10", "obB,Rome,,20.5"]
 
 
 def test_replace_non_breaking_space_everywhere() -> None:
     data = sheet_bytes([["h"], ["a\u00a0b"], [5]])
-    output = convert_rules(data, {"id": "r", "replaceCharacters": {
-        "find": "\u00a0", "replace": " "}})
+    output = convert_rules(
+        data, {"id": "r", "replaceCharacters": {"find": "\u00a0", "replace": " "}}
+    )
     assert output == "h\na b\n5\n"
 
 
@@ -283,9 +367,11 @@ def _regions(book: Workbook) -> None:
     book.active.title = "All"
     book.active.append(["Region", "Sales"])
     book.active.append(["HQ", 1])
-    for name, rows in [("Sales North", [["N1", 2], [None, None], ["N2", 3]]),
-                       ("Sales South", [["S1", 4]]),
-                       ("Notes", [["ignore", 0]])]:
+    for name, rows in [
+        ("Sales North", [["N1", 2], [None, None], ["N2", 3]]),
+        ("Sales South", [["S1", 4]]),
+        ("Notes", [["ignore", 0]]),
+    ]:
         sheet = book.create_sheet(name)
         sheet.append(["Region", "Sales"])
         for row in rows:
@@ -294,13 +380,22 @@ def _regions(book: Workbook) -> None:
 
 def test_combine_worksheets_with_preprocessing() -> None:
     data = workbook_bytes(_regions)
-    output, result = run(data, document={"rules": [
-        {"id": "stack", "combineWorksheets": {
-            "source": {"worksheetPattern": "Sales *"},
-            "target": {"worksheet": "All"},
-            "preprocessing": ["no-empty"]}},
-        {"id": "no-empty", "deleteRows": {"condition": "EMPTY"}},
-    ]})
+    output, result = run(
+        data,
+        document={
+            "rules": [
+                {
+                    "id": "stack",
+                    "combineWorksheets": {
+                        "source": {"worksheetPattern": "Sales *"},
+                        "target": {"worksheet": "All"},
+                        "preprocessing": ["no-empty"],
+                    },
+                },
+                {"id": "no-empty", "deleteRows": {"condition": "EMPTY"}},
+            ]
+        },
+    )
     assert output == b"Region,Sales\nHQ,1\nN1,2\nN2,3\nS1,4\n"
     assert result.execution_log[1].message == (
         "runs on each sheet as preprocessing of rule stack"
@@ -311,8 +406,13 @@ def test_combine_rows_keep_their_sheet_numbers() -> None:
     data = workbook_bytes(_regions)
     output = convert_rules(
         data,
-        {"id": "stack", "combineWorksheets": {
-            "source": {"worksheetRegex": "^Sales"}, "target": {"worksheet": "All"}}},
+        {
+            "id": "stack",
+            "combineWorksheets": {
+                "source": {"worksheetRegex": "^Sales"},
+                "target": {"worksheet": "All"},
+            },
+        },
         {"id": "drop", "deleteRows": {"rows": ["3"]}},
     )
     # Row 3 is HQ's missing neighbour in All, the blank row in North.
@@ -343,7 +443,9 @@ def test_missing_formula_values_fail_by_default() -> None:
 
 def test_missing_formula_values_warn_leaves_cells_empty() -> None:
     data = workbook_bytes(_formulas)
-    output, result = run(data, document={"readOptions": {"missingFormulaValues": "WARN"}})
+    output, result = run(
+        data, document={"readOptions": {"missingFormulaValues": "WARN"}}
+    )
     assert output == b"a,b,sum\n2,3,\n4,5,\n"
     assert result.warnings == [
         "sheet 'Sheet': formula cells without a value left empty: C2, C3"
@@ -358,6 +460,8 @@ def test_missing_formula_values_only_count_surviving_cells() -> None:
 
 def test_evaluate_formulas_computes_missing_values() -> None:
     data = workbook_bytes(_formulas)
-    output, result = run(data, document={"rules": [{"id": "f", "evaluateFormulas": {}}]})
+    output, result = run(
+        data, document={"rules": [{"id": "f", "evaluateFormulas": {}}]}
+    )
     assert output == b"a,b,sum\n2,3,5\n4,5,20\n"
     assert result.execution_log[0].message == "computed 2 formulas"

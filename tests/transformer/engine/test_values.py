@@ -49,8 +49,13 @@ def test_classify_format_kind(code: str, kind: FormatKind) -> None:
 
 @pytest.mark.parametrize(
     ("number_format_id", "kind"),
-    [(14, FormatKind.DATE), (20, FormatKind.TIME), (22, FormatKind.DATETIME),
-     (46, FormatKind.DURATION), (4, FormatKind.NUMBER)],
+    [
+        (14, FormatKind.DATE),
+        (20, FormatKind.TIME),
+        (22, FormatKind.DATETIME),
+        (46, FormatKind.DURATION),
+        (4, FormatKind.NUMBER),
+    ],
 )
 def test_classify_builtin_formats(number_format_id: int, kind: FormatKind) -> None:
     assert classify_format(number_format_id, None) is kind
@@ -62,8 +67,12 @@ def test_classify_builtin_formats(number_format_id: int, kind: FormatKind) -> No
         (45322, FormatKind.DATE, False, datetime.date(2024, 1, 31)),
         (45322.5, FormatKind.DATE, False, datetime.date(2024, 1, 31)),
         (45322, FormatKind.DATETIME, False, datetime.datetime(2024, 1, 31)),
-        (45322.573, FormatKind.DATETIME, False,
-         datetime.datetime(2024, 1, 31, 13, 45, 7, 200000)),
+        (
+            45322.573,
+            FormatKind.DATETIME,
+            False,
+            datetime.datetime(2024, 1, 31, 13, 45, 7, 200000),
+        ),
         (0.25, FormatKind.TIME, False, datetime.time(6)),
         (1.25, FormatKind.TIME, False, datetime.time(6)),
         (10.5, FormatKind.DURATION, False, datetime.timedelta(days=10, hours=12)),
@@ -77,8 +86,9 @@ def test_classify_builtin_formats(number_format_id: int, kind: FormatKind) -> No
         (1, FormatKind.DATE, True, datetime.date(1904, 1, 2)),
     ],
 )
-def test_serial_to_value(serial: float, kind: FormatKind, date1904: bool,
-                         expected: object) -> None:
+def test_serial_to_value(
+    serial: float, kind: FormatKind, date1904: bool, expected: object
+) -> None:
     assert serial_to_value(serial, kind, date1904) == expected
 
 
@@ -118,8 +128,9 @@ def test_json_value_keeps_json_types() -> None:
     assert json_value(datetime.date(2024, 1, 31)) == "2024-01-31"
 
 
-@pytest.mark.parametrize(("index", "letters"), [(0, "A"), (25, "Z"), (26, "AA"),
-                                                (16383, "XFD")])
+@pytest.mark.parametrize(
+    ("index", "letters"), [(0, "A"), (25, "Z"), (26, "AA"), (16383, "XFD")]
+)
 def test_column_letters_round_trip(index: int, letters: str) -> None:
     assert column_letter(index) == letters
     assert column_index(letters) == index

@@ -18,8 +18,12 @@ from mutate.transformer.engine._writers import OutputSpec, write_table
 
 from .conftest import run, sheet_bytes, workbook_bytes
 
-ROWS = [["id", "name", "when"], [1, 'say "hi"', datetime.date(2024, 1, 31)],
-        [2.5, "a,b", None], [3, "-5", True]]
+ROWS = [
+    ["id", "name", "when"],
+    [1, 'say "hi"', datetime.date(2024, 1, 31)],
+    [2.5, "a,b", None],
+    [3, "-5", True],
+]
 
 
 @pytest.fixture
@@ -31,23 +35,38 @@ def data() -> bytes:
     ("output_format", "expected"),
     [
         ({}, b'id,name,when\n1,"say ""hi""",2024-01-31\n2.5,"a,b",\n3,-5,TRUE\n'),
-        ({"delimiter": ";", "lineTerminator": "\r\n"},
-         b'id;name;when\r\n1;"say ""hi""";2024-01-31\r\n2.5;a,b;\r\n3;-5;TRUE\r\n'),
-        ({"quoting": "ALL"},
-         b'"id","name","when"\n"1","say ""hi""","2024-01-31"\n"2.5","a,b",""\n'
-         b'"3","-5","TRUE"\n'),
-        ({"quoting": "NON_NUMERIC"},
-         b'"id","name","when"\n1,"say ""hi""","2024-01-31"\n2.5,"a,b",""\n'
-         b'3,"-5","TRUE"\n'),
-        ({"includeHeaders": False},
-         b'1,"say ""hi""",2024-01-31\n2.5,"a,b",\n3,-5,TRUE\n'),
-        ({"neutralizeFormulas": True},
-         b'id,name,when\n1,"say ""hi""",2024-01-31\n2.5,"a,b",\n3,\'-5,TRUE\n'),
-        ({"encoding": "utf-8-sig"},
-         b'\xef\xbb\xbfid,name,when\n1,"say ""hi""",2024-01-31\n2.5,"a,b",\n3,-5,TRUE\n'),
+        (
+            {"delimiter": ";", "lineTerminator": "\r\n"},
+            b'id;name;when\r\n1;"say ""hi""";2024-01-31\r\n2.5;a,b;\r\n3;-5;TRUE\r\n',
+        ),
+        (
+            {"quoting": "ALL"},
+            b'"id","name","when"\n"1","say ""hi""","2024-01-31"\n"2.5","a,b",""\n'
+            b'"3","-5","TRUE"\n',
+        ),
+        (
+            {"quoting": "NON_NUMERIC"},
+            b'"id","name","when"\n1,"say ""hi""","2024-01-31"\n2.5,"a,b",""\n'
+            b'3,"-5","TRUE"\n',
+        ),
+        (
+            {"includeHeaders": False},
+            b'1,"say ""hi""",2024-01-31\n2.5,"a,b",\n3,-5,TRUE\n',
+        ),
+        (
+            {"neutralizeFormulas": True},
+            b'id,name,when\n1,"say ""hi""",2024-01-31\n2.5,"a,b",\n3,\'-5,TRUE\n',
+        ),
+        (
+            {"encoding": "utf-8-sig"},
+            b"\xef\xbb\xbf"
+            b'id,name,when\n1,"say ""hi""",2024-01-31\n2.5,"a,b",\n3,-5,TRUE\n',
+        ),
     ],
 )
-def test_csv_options(data: bytes, output_format: dict[str, object], expected: bytes) -> None:
+def test_csv_options(
+    data: bytes, output_format: dict[str, object], expected: bytes
+) -> None:
     output, result = run(data, document={"outputFormat": output_format})
     assert output == expected
     assert (result.rows, result.columns) == (3, 3)
@@ -63,12 +82,16 @@ def test_quoting_none_fails_naming_the_cell(data: bytes) -> None:
 
 
 def test_encoding_that_cannot_represent_a_cell_fails_naming_it() -> None:
-    output, _ = run(sheet_bytes([["name"], ["café"]]),
-                    document={"outputFormat": {"encoding": "latin-1"}})
+    output, _ = run(
+        sheet_bytes([["name"], ["café"]]),
+        document={"outputFormat": {"encoding": "latin-1"}},
+    )
     assert output == "name\ncafé\n".encode("latin-1")
     with pytest.raises(EngineError) as caught:
-        run(sheet_bytes([["name"], ["東京"]]),
-            document={"outputFormat": {"encoding": "latin-1"}})
+        run(
+            sheet_bytes([["name"], ["東京"]]),
+            document={"outputFormat": {"encoding": "latin-1"}},
+        )
     assert caught.value.code == "ENCODING_ERROR"
     assert caught.value.message == (
         "cell A2 holds '東京', which encoding latin-1 cannot represent; choose utf-8"
@@ -87,9 +110,14 @@ def test_json_array_of_objects(data: bytes) -> None:
 
 
 def test_ndjson_lines(data: bytes) -> None:
-    output, result = run(data, document={"conversionType": "XLSX_TO_JSON",
-                                         "outputFormat": {"type": "NDJSON"}})
-    assert output.decode().splitlines()[0] == '{"id":1,"name":"say \\"hi\\"","when":"2024-01-31"}'
+    output, result = run(
+        data,
+        document={"conversionType": "XLSX_TO_JSON", "outputFormat": {"type": "NDJSON"}},
+    )
+    assert (
+        output.decode().splitlines()[0]
+        == '{"id":1,"name":"say \\"hi\\"","when":"2024-01-31"}'
+    )
     assert result.file_extension == ".ndjson"
 
 
@@ -115,8 +143,9 @@ def test_json_input_nested_and_ndjson() -> None:
 
 def test_empty_sheet_writes_nothing() -> None:
     assert run(workbook_bytes(lambda book: None))[0] == b""
-    output, _ = run(workbook_bytes(lambda book: None),
-                    document={"outputFormat": {"type": "JSON"}})
+    output, _ = run(
+        workbook_bytes(lambda book: None), document={"outputFormat": {"type": "JSON"}}
+    )
     assert output == b"[]\n"
 
 
@@ -125,9 +154,13 @@ def test_empty_sheet_writes_nothing() -> None:
 
 def _table(rows: list[list[str]]) -> Table:
     width = max((len(r) for r in rows), default=0)
-    return Table(sheet="", rows=[list(r) for r in rows],
-                 row_numbers=list(range(1, len(rows) + 1)),
-                 columns=list(range(width)), has_header=False)
+    return Table(
+        sheet="",
+        rows=[list(r) for r in rows],
+        row_numbers=list(range(1, len(rows) + 1)),
+        columns=list(range(width)),
+        has_header=False,
+    )
 
 
 def _expected(rows: list[list[str]]) -> list[list[str]]:
@@ -154,8 +187,11 @@ def test_csv_round_trip_any_strings(
     spec = OutputSpec(
         kind="csv",
         delimiter=delimiter,
-        quoting={"MINIMAL": csv.QUOTE_MINIMAL, "ALL": csv.QUOTE_ALL,
-                 "NON_NUMERIC": csv.QUOTE_NONNUMERIC}[quoting],
+        quoting={
+            "MINIMAL": csv.QUOTE_MINIMAL,
+            "ALL": csv.QUOTE_ALL,
+            "NON_NUMERIC": csv.QUOTE_NONNUMERIC,
+        }[quoting],
         line_terminator=terminator,
     )
     buffer = io.BytesIO()

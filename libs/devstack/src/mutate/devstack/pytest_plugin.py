@@ -323,6 +323,7 @@ def start_service(
     ) -> ServiceProcess:
         info = stack if stack is not None else request.getfixturevalue("stack_info")
         log_dir = tmp_path / "logs"
+        same = sum(1 for p in started if p.argv == stk.service_command(service))
         process = stk.start_service(
             info,
             service,
@@ -333,6 +334,7 @@ def start_service(
             start_timeout=start_timeout,
             stop_timeout=stop_timeout,
             wait=False,
+            name=service if same == 0 else f"{service}-{same + 1}",
         )
         started.append(process)
         if wait:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import enum
+import hashlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -98,8 +100,8 @@ class Server(abc.ABC):
             self._state = ServerState.FAILED
             with contextlib.suppress(Exception):
                 self._terminate()
-            if isinstance(exc, ServerError | KeyboardInterrupt | SystemExit):
-                raise
+            if isinstance(exc, ServerError) or not isinstance(exc, Exception):
+                raise  # ours already, or an interruption (Ctrl-C, SIGTERM)
             raise ServerError(self._failure(f"could not start: {exc}")) from exc
         self._state = ServerState.RUNNING
         logger.info("%s running in %s", self.name, self.data_dir)
@@ -416,7 +418,13 @@ class S3Server(_SubprocessServer):
 
     @property
     def _socket_dir(self) -> Path:
-        return self.data_dir / "sockets"
+        # Unix socket paths are limited to ~107 bytes; weed's gRPC socket
+        # names add ~35. A deep data folder gets a short one in the temp dir.
+        preferred = self.data_dir / "sockets"
+        if len(str(preferred)) <= 64:
+            return preferred
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"mutate-weed-{digest}"
 
     def _command(self) -> list[str]:
         self._socket_dir.mkdir(parents=True, exist_ok=True)

@@ -203,11 +203,13 @@ def start_service(
     start_timeout: float = 30.0,
     stop_timeout: float = _proc.DEFAULT_STOP_TIMEOUT,
     wait: bool = True,
+    name: str | None = None,
 ) -> ServiceProcess:
     """Start `service` against `stack`; with `wait`, once it is healthy.
 
     `args` replaces the default arguments of the service's command;
-    `extra_env` is applied last (settings a test wants to change).
+    `extra_env` is applied last (settings a test wants to change); `name`
+    (default: the service) names the process and its log file.
     """
     if args is None:
         argv = service_command(service)
@@ -216,11 +218,12 @@ def start_service(
     env = dict(os.environ if base_env is None else base_env)
     env.update(service_environment(stack, service))
     env.update(extra_env or {})
+    label = name or service
     process = ServiceProcess(
-        service,
+        label,
         argv,
         env=env,
-        log_path=log_dir / f"{service}.log",
+        log_path=log_dir / f"{label}.log",
         health_address=stack.address(service),
         start_timeout=start_timeout,
         stop_timeout=stop_timeout,

@@ -4,6 +4,9 @@
 the HTTP sender, the intake loop, the dispatcher and the gRPC server. Shut
 down in order: health NOT_SERVING and stop intake, let tries in flight
 finish within MUTATE_SHUTDOWN_GRACE_MS, stop the gRPC server, close clients.
+
+TODO: no Prometheus endpoint yet (MUTATE_METRICS_PORT is ignored); the
+webhook backlog is visible through GetWebhookStats.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ WEBHOOK_ENDPOINT_CONCURRENCY tries in flight, so one slow receiver holds at
 most its own slots. Each claimed row becomes a task: sign, POST, record the
 try and the next step (delivered, retry at a backed-off time, dead letter).
 The loop wakes on new deliveries, on finished tries and every poll interval.
+
+TODO: the per-endpoint limit holds per notifier process; with N replicas an
+endpoint may see N times WEBHOOK_ENDPOINT_CONCURRENCY tries at once.
 """
 
 from __future__ import annotations

@@ -20,12 +20,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from google.protobuf import json_format
-from mutate.v1 import configuration_pb2
 
 from mutate.transformer.engine import EngineError, Limits, convert, preview
+from mutate.v1 import configuration_pb2
 
 __all__ = ["convert_command"]
 
@@ -100,7 +100,8 @@ def _run(args: argparse.Namespace) -> int:
             _fail(f"{response.error.code}: {response.error.message}")
             return EXIT_FAILED
         return 0
-    with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) as spool:
+    with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) as spooled:
+        spool = cast(BinaryIO, spooled)
         result = convert(data, args.input.name, configuration, spool, limits=limits)
         spool.seek(0)
         _deliver(spool, args.output)

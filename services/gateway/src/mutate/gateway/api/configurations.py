@@ -46,7 +46,9 @@ class ConfigurationServicer(public_api_pb2_grpc.ConfigurationServiceServicer):
         spec.name = check_name(spec.name, field="configuration.name")
         if spec.conversion_type == configuration_pb2.CONVERSION_TYPE_UNSPECIFIED:
             kinds = ", ".join(
-                n for n in configuration_pb2.ConversionType if "UNSPECIFIED" not in n
+                v.name
+                for v in configuration_pb2.ConversionType.DESCRIPTOR.values
+                if v.number
             )
             raise InvalidArgument(
                 f"configuration.conversionType is required: one of {kinds}",

@@ -43,6 +43,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # HTTP headers passed on to the gRPC call as metadata (ASGI lowercases names).
+# TODO: no HTTP server span is made; traceparent is passed on unchanged, so a
+# REST call appears in traces from the gateway's gRPC span on. No CORS either.
 FORWARDED_HEADERS = frozenset(
     {b"authorization", b"x-api-key", b"idempotency-key", b"traceparent", b"tracestate"}
 )
@@ -236,6 +238,10 @@ class RestApp:
         route = endpoint.route
         limit = self._settings.http_max_upload_bytes
         _check_content_length(scope, limit)
+        # TODO: the file part is spooled (memory up to 1 MB, then a temporary
+        # file) until the whole form is read, because curl may send fields
+        # after the file; a form whose fields come first could be piped to
+        # UploadJob as it arrives instead.
         parser = MultiPartParser(
             Headers(raw=scope["headers"]),
             _limited_stream(receive, limit),

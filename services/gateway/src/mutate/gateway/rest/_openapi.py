@@ -167,6 +167,8 @@ class _Builder:
         operation: dict[str, Any] = {
             "operationId": route.operation_id,
             "tags": [method.containing_service.name],
+            # TODO: no descriptions: generated _pb2 modules carry no comments
+            # (source info); reading the .proto files would supply them.
             "summary": _words(method.name),
             "parameters": self._parameters(route),
             "responses": self._responses(route),

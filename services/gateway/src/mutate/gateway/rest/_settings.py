@@ -12,6 +12,7 @@ from typing import Any
 
 from mutate.common.settings import SettingsError, setting
 
+# Defaults of `unit="ms"` fields are in the field's unit: seconds.
 # 10 MB sync limit, base64 in JSON (4/3), plus room for the other fields.
 _DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024 * 4 // 3 + 1024 * 1024
 
@@ -39,20 +40,20 @@ class RestSettings:
     )
     http_call_timeout: float = setting(
         "MUTATE_HTTP_CALL_TIMEOUT_MS",
-        300_000,
+        300.0,
         unit="ms",
         help="Deadline of one unary gRPC call made for a REST request, in ms.",
     )
     http_sse_keepalive: float = setting(
         "MUTATE_HTTP_SSE_KEEPALIVE_MS",
-        15_000,
+        15.0,
         unit="ms",
         help="Idle time after which a Server-Sent Events stream sends a "
         "comment line, so proxies keep it open, in ms.",
     )
     http_ready_timeout: float = setting(
         "MUTATE_HTTP_READY_TIMEOUT_MS",
-        1_000,
+        1.0,
         unit="ms",
         help="Deadline of the gRPC health check behind /readyz, in ms.",
     )
@@ -79,8 +80,8 @@ class RestSettings:
         """These settings, taken from any object with the same attribute names."""
         if source is None:
             return cls()
-        if isinstance(source, RestSettings):
-            return source
+        # Built afresh even from a RestSettings subclass: a combined settings
+        # class may not chain __post_init__, and this validates the values.
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if hasattr(source, f.name):

@@ -30,6 +30,8 @@ __all__ = ["ConversionResult", "convert", "preview"]
 
 logger = logging.getLogger(__name__)
 
+#: Limits are frozen, so one shared default is safe.
+DEFAULT_LIMITS = Limits()
 _XLSX_TYPES = (cfg.XLSX_TO_CSV, cfg.XLSX_TO_JSON)
 _CSV_TYPES = (cfg.CSV_TO_CSV, cfg.CSV_TO_JSON)
 _KIND_OF_TYPE = {
@@ -63,7 +65,7 @@ def convert(
     configuration: cfg.Configuration,
     output: BinaryIO,
     *,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
     progress: Callable[[int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> ConversionResult:
@@ -101,7 +103,7 @@ def preview(
     configuration: cfg.Configuration,
     *,
     max_rows: int = 20,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
 ) -> transformer_pb2.PreviewResponse:
     """The first rows before and after the rules; a failure fills `error`."""
     max_rows = min(max(max_rows or 20, 1), 1000)
@@ -281,13 +283,18 @@ class _Run:
     def _current(self) -> Table:
         if self.table is None:
             assert self.workbook is not None
-            self._set_table(self._load(self.workbook.default_sheet(
-                skip_hidden=self.skip_hidden)))
+            self._set_table(
+                self._load(self.workbook.default_sheet(skip_hidden=self.skip_hidden))
+            )
         assert self.table is not None
         return self.table
 
     # -- rules -----------------------------------------------------------------
 
+    # TODO: the whole table is held in memory (about 130 bytes per cell, bounded
+    # by max_cells). Rule lists without UNMERGE_AND_FILL (UP), DELETE_COLUMNS
+    # (empty) or COMBINE_WORKSHEETS could stream rows from the reader to the
+    # writer instead.
     def _run_rules(self) -> None:
         rules = list(self.configuration.rules)
         preprocessing = {
@@ -308,7 +315,7 @@ class _Run:
         self.log.append(
             cfg.ExecutionLogEntry(
                 rule_id=rule.id,
-                rule_type=RULE_TYPE_OF[rule.WhichOneof("params")],
+                rule_type=RULE_TYPE_OF[str(rule.WhichOneof("params"))],
                 outcome=cfg.ExecutionLogEntry.OK,
                 message=f"runs on each sheet as preprocessing of rule {combine_id}",
             )
@@ -356,6 +363,15 @@ class _Run:
         return table.data_row_count(), table.width
 
     def _dispatch(self, which: str, params: Any, ctx: _rules.RuleContext) -> str:
+        if self.workbook is None and which in _WORKBOOK_RULES:
+            # Validation refuses these for CSV/JSON conversion types; an
+            # unspecified type finds out from the file.
+            raise EngineError(
+                "INVALID_CONFIGURATION",
+                f"rule {ctx.rule_id}: {_WORKBOOK_RULES[which]} needs a workbook, "
+                f"and {self.file_name} is read as CSV or JSON",
+                rule_id=ctx.rule_id,
+            )
         if which == "select_worksheet":
             return self._select(params)
         if which == "combine_worksheets":
@@ -380,8 +396,9 @@ class _Run:
                 return every[params.index]
             asked = f"index {params.index}"
         else:
-            value = getattr(params, which)
-            matches = _rules.sheet_matcher(**{which: value})
+            assert which is not None
+            value = str(getattr(params, which))
+            matches = _rules.sheet_matcher(**{str(which): value})
             for sheet in candidates:
                 if matches(sheet.name):
                     return sheet
@@ -449,8 +466,11 @@ class _Run:
                     if key in table.formula_cells:
                         kinds[key] = _KIND_OF_TYPE.get(type(value))
         computed, failed = evaluate(
-            self.data, table, recalculate_all=recalc_all,
-            date1904=self.workbook.date1904, kinds=kinds,
+            self.data,
+            table,
+            recalculate_all=recalc_all,
+            date1904=self.workbook.date1904,
+            kinds=kinds,
         )
         table.missing_count = sum(
             1 for row in table.rows for v in row if isinstance(v, MissingValue)
@@ -473,16 +493,18 @@ def _stack(tables: list[Table]) -> Table:
     missing = 0
     for index, table in enumerate(tables):
         start = 0
-        if index and table.has_header and header is not None:
-            if _trimmed(table.header_texts()) == header:
-                start = 1
+        same_header = header is not None and _trimmed(table.header_texts()) == header
+        if index and table.has_header and same_header:
+            start = 1
         where = {c: p for p, c in enumerate(table.columns)}
         for position in range(start, len(table.rows)):
             row = table.rows[position]
-            rows.append([
-                row[where[c]] if c in where and where[c] < len(row) else ""
-                for c in columns
-            ])
+            rows.append(
+                [
+                    row[where[c]] if c in where and where[c] < len(row) else ""
+                    for c in columns
+                ]
+            )
             numbers.append(table.row_numbers[position])
             sheets.append(table.sheet)
         missing += table.missing_count
@@ -508,6 +530,11 @@ def _trimmed(texts: list[str]) -> list[str]:
     return texts
 
 
+_WORKBOOK_RULES = {
+    "select_worksheet": "SELECT_WORKSHEET",
+    "combine_worksheets": "COMBINE_WORKSHEETS",
+    "evaluate_formulas": "EVALUATE_FORMULAS",
+}
 _TABLE_RULES: dict[str, Callable[[Table, Any, _rules.RuleContext], str]] = {
     "validate_columns": _rules.validate_columns,
     "unmerge_and_fill": _rules.unmerge_and_fill,

@@ -16,9 +16,22 @@ from ._values import FormatKind, classify_format, serial_to_value
 
 __all__ = ["display_number", "general_text"]
 
+# TODO: locale tags ([$-ja-JP], [$-F800] system long date) are dropped and the
+# en-US names and separators used; Excel would follow the tag.
+
 _MONTHS = [
-    "January", "February", "March", "April", "May", "June", "July",
-    "August", "September", "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ]
 _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 _CONDITION = re.compile(r"\[(<=|>=|<>|<|>|=)(-?[0-9.]+)\]")
@@ -52,11 +65,18 @@ def display_number(value: float, code: str, date1904: bool) -> str:
     sections = _sections(code)
     section, value_shown = _pick_section(sections, value)
     section = _CURRENCY.sub(lambda m: m.group(1), section)
-    section = re.sub(r"\[(?:[A-Za-z]+[0-9]*|<=?|>=?|=|<>)[^\]]*\]", _keep_elapsed, section)
+    section = re.sub(
+        r"\[(?:[A-Za-z]+[0-9]*|<=?|>=?|=|<>)[^\]]*\]", _keep_elapsed, section
+    )
     if section.strip().lower() in ("general", ""):
         return general_text(value_shown) if section.strip() else ""
     kind = classify_format(0, section)
-    if kind in (FormatKind.DATE, FormatKind.TIME, FormatKind.DATETIME, FormatKind.DURATION):
+    if kind in (
+        FormatKind.DATE,
+        FormatKind.TIME,
+        FormatKind.DATETIME,
+        FormatKind.DURATION,
+    ):
         return _display_temporal(value, section, kind, date1904)
     if "@" in section:
         return _literal(section).replace("@", general_text(value))
@@ -86,7 +106,9 @@ def _pick_section(sections: list[str], value: float) -> tuple[str, float]:
     conditions = [_CONDITION.search(s) for s in sections]
     if any(conditions):
         for section, condition in zip(sections, conditions, strict=False):
-            if condition and _holds(value, condition.group(1), float(condition.group(2))):
+            if condition and _holds(
+                value, condition.group(1), float(condition.group(2))
+            ):
                 return section, abs(value) if value < 0 else value
         return sections[-1], value
     if value < 0 and len(sections) > 1:
@@ -98,8 +120,12 @@ def _pick_section(sections: list[str], value: float) -> tuple[str, float]:
 
 def _holds(value: float, operator: str, bound: float) -> bool:
     return {
-        "<": value < bound, "<=": value <= bound, ">": value > bound,
-        ">=": value >= bound, "=": value == bound, "<>": value != bound,
+        "<": value < bound,
+        "<=": value <= bound,
+        ">": value > bound,
+        ">=": value >= bound,
+        "=": value == bound,
+        "<>": value != bound,
     }[operator]
 
 
@@ -116,13 +142,15 @@ def _display_numeric(value: float, section: str) -> str:
         value *= 100 ** literal_free.count("%")
     if re.search(r"[0#?]\s*/\s*[0-9#?]", literal_free):
         return _literal(_fraction(value, section))
-    match = re.search(r"[0#?,.]*[0#?](?:[.][0#?]*)?(?:E[+-][0#]+)?[0#?,]*", section, re.I)
+    match = re.search(
+        r"[0#?,.]*[0#?](?:[.][0#?]*)?(?:E[+-][0#]+)?[0#?,]*", section, re.I
+    )
     if match is None:
         return _literal(section)
     pattern = match.group(0)
     trailing_commas = len(pattern) - len(pattern.rstrip(","))
     pattern = pattern.rstrip(",")
-    value /= 1000 ** trailing_commas
+    value /= 1000**trailing_commas
     shown = _digits(value, pattern)
     return _literal(section[: match.start()]) + shown + _literal(section[match.end() :])
 
@@ -151,7 +179,9 @@ def _digits(value: float, pattern: str) -> str:
         whole = f"{int(whole):,}"
     required = decimal_pattern.count("0")
     fraction = fraction.rstrip("0").ljust(required, "0")
-    text = whole + ("." + fraction if fraction or decimal_pattern.startswith("0") else "")
+    text = whole + (
+        "." + fraction if fraction or decimal_pattern.startswith("0") else ""
+    )
     if decimal_pattern and not fraction and "." in mantissa_pattern:
         text = whole + "."
     if not text:
@@ -186,8 +216,12 @@ def _fraction(value: float, section: str) -> str:
     return f"{sign}{numerator + whole * denominator}/{denominator}"
 
 
-def _display_temporal(value: float, section: str, kind: FormatKind, date1904: bool) -> str:
-    if kind is not FormatKind.DURATION and (value < 0 or (value < 1 and not date1904 and kind is not FormatKind.TIME)):
+def _display_temporal(
+    value: float, section: str, kind: FormatKind, date1904: bool
+) -> str:
+    if kind is not FormatKind.DURATION and (
+        value < 0 or (value < 1 and not date1904 and kind is not FormatKind.TIME)
+    ):
         return general_text(value)
     tokens = _DATE_TOKEN.findall(section)
     # Without a sub-second token the display rounds to the nearest second.
@@ -208,11 +242,15 @@ def _display_temporal(value: float, section: str, kind: FormatKind, date1904: bo
         if lower.startswith("["):
             unit = {"h": 3600, "m": 60, "s": 1}[lower[1]]
             amount = int(abs(total_seconds) // unit)
-            out.append(("-" if value < 0 else "") + str(amount).rjust(len(lower) - 2, "0"))
+            out.append(
+                ("-" if value < 0 else "") + str(amount).rjust(len(lower) - 2, "0")
+            )
         elif lower[0] == "y":
             out.append(str(moment.year)[-2:] if len(lower) <= 2 else str(moment.year))
         elif lower[0] == "m":
-            following = next((t.lower() for t in tokens[index + 1 :] if t.strip(" :/-.,")), "")
+            following = next(
+                (t.lower() for t in tokens[index + 1 :] if t.strip(" :/-.,")), ""
+            )
             if previous.startswith(("h", "[h")) or following.startswith("s"):
                 out.append(f"{moment.minute:0{min(len(lower), 2)}d}")
             elif len(lower) <= 2:

@@ -15,7 +15,13 @@ import tempfile
 from typing import Any
 
 from ._table import Table
-from ._values import ExcelError, FormatKind, MissingValue, column_letter, serial_to_value
+from ._values import (
+    ExcelError,
+    FormatKind,
+    MissingValue,
+    column_letter,
+    serial_to_value,
+)
 
 __all__ = ["evaluate"]
 
@@ -52,8 +58,10 @@ def evaluate(
             failed.append(name)
             continue
         original = table.rows[row_pos][col_pos]
-        kind = original.kind if isinstance(original, MissingValue) else kinds.get(
-            (table.row_numbers[row_pos], table.columns[col_pos])
+        kind = (
+            original.kind
+            if isinstance(original, MissingValue)
+            else kinds.get((table.row_numbers[row_pos], table.columns[col_pos]))
         )
         if kind is not None and isinstance(value, float):
             value = serial_to_value(value, kind, date1904)
@@ -73,7 +81,8 @@ def _targets(table: Table, recalculate_all: bool) -> list[tuple[str, int, int, s
         sheet = table.row_sheets[row_pos] if table.row_sheets else table.sheet
         for col_pos, value in enumerate(row):
             is_formula = isinstance(value, MissingValue) or (
-                recalculate_all and (number, table.columns[col_pos]) in table.formula_cells
+                recalculate_all
+                and (number, table.columns[col_pos]) in table.formula_cells
             )
             if is_formula:
                 name = f"{column_letter(table.columns[col_pos])}{number}"
@@ -81,8 +90,12 @@ def _targets(table: Table, recalculate_all: bool) -> list[tuple[str, int, int, s
     return found
 
 
+# TODO: `formulas` loads and evaluates the whole workbook (slow and memory
+# hungry beyond a few thousand formulas); a dependency graph restricted to the
+# cells asked for would scale. Its results for functions it lacks are reported
+# as cells it could not evaluate.
 def _solve(data: bytes) -> dict[str, Any]:
-    import formulas  # slow to import; only needed here
+    import formulas  # type: ignore[import-untyped]  # slow to import
 
     directory = tempfile.mkdtemp(prefix="mutate-formulas-")
     path = os.path.join(directory, _BOOK)
@@ -93,7 +106,10 @@ def _solve(data: bytes) -> dict[str, Any]:
         with contextlib.redirect_stderr(io.StringIO()):
             model = formulas.ExcelModel().loads(path).finish()
             solution = model.calculate()
-        return {str(key).upper().replace(_BOOK.upper(), _BOOK): v for key, v in solution.items()}
+        return {
+            str(key).upper().replace(_BOOK.upper(), _BOOK): v
+            for key, v in solution.items()
+        }
     finally:
         try:
             os.remove(path)

@@ -49,16 +49,16 @@ def resolve_column(table: Table, ref: str) -> int | None:
     for original, name in table.header_names.items():
         if name.casefold() == lowered and original in table.columns:
             return table.columns.index(original)
-    original = column_index(wanted)
-    if original is None:
+    index = column_index(wanted)
+    if index is None:
         return None
-    if original in table.columns:
-        return table.columns.index(original)
-    if table.columns and original > max(table.columns):
+    if index in table.columns:
+        return table.columns.index(index)
+    if table.columns and index > max(table.columns):
         # Past the used range: an empty column the table does not hold yet.
-        table.columns.append(original)
+        table.columns.append(index)
         table.columns.sort()
-        return table.columns.index(original)
+        return table.columns.index(index)
     return None
 
 
@@ -106,7 +106,7 @@ def validate_columns(
     if params.HasField("num_of_columns") and width != params.num_of_columns:
         problems.append(f"expected {params.num_of_columns} columns, found {width}")
     if params.required_headers:
-        present = {name for name in table.header_texts()}
+        present = set(table.header_texts())
         present.update(table.header_names.values())
         missing = [h for h in params.required_headers if h.strip() not in present]
         if missing:
@@ -146,11 +146,15 @@ def unmerge_and_fill(table: Table, params: cfg.UnmergeAndFill, ctx: RuleContext)
                 if col_pos is not None:
                     _set(table.rows[row_pos], col_pos, merge.value)
     table.merges = [
-        m for m in table.merges
+        m
+        for m in table.merges
         if not any(m.first_col <= c <= m.last_col for c in targets)
     ]
-    filled = _fill(table, [position_of_col[c] for c in sorted(targets)
-                          if c in position_of_col], params.fill_direction)
+    filled = _fill(
+        table,
+        [position_of_col[c] for c in sorted(targets) if c in position_of_col],
+        params.fill_direction,
+    )
     return f"unmerged {unmerged} ranges, filled {filled} blank cells"
 
 
@@ -181,7 +185,7 @@ def _fill(table: Table, positions: list[int], direction: int) -> int:
 
 
 def parse_row_ranges(specs: Sequence[str]) -> list[tuple[int, int]]:
-    """"4" and "1-3" to inclusive ranges; ValueError names the bad entry."""
+    """ "4" and "1-3" to inclusive ranges; ValueError names the bad entry."""
     ranges: list[tuple[int, int]] = []
     for spec in specs:
         text = spec.strip()
@@ -190,7 +194,9 @@ def parse_row_ranges(specs: Sequence[str]) -> list[tuple[int, int]]:
             first = int(low)
             last = int(high) if dash else first
         except ValueError:
-            raise ValueError(f"{spec!r} is not a row number or range like 1-3") from None
+            raise ValueError(
+                f"{spec!r} is not a row number or range like 1-3"
+            ) from None
         if first < 1 or last < first:
             raise ValueError(f"{spec!r} is not a valid 1-based row range")
         ranges.append((first, last))
@@ -200,12 +206,15 @@ def parse_row_ranges(specs: Sequence[str]) -> list[tuple[int, int]]:
 def delete_rows(table: Table, params: cfg.DeleteRows, ctx: RuleContext) -> str:
     start = table.data_start
     before = len(table.rows)
+    doomed: Callable[[int], bool]
     if params.rows:
         ranges = parse_row_ranges(params.rows)
 
-        def doomed(position: int) -> bool:
+        def in_ranges(position: int) -> bool:
             number = table.row_numbers[position]
             return any(low <= number <= high for low, high in ranges)
+
+        doomed = in_ranges
     else:
         doomed = _condition(table, params, ctx)
     keep = list(range(start)) + [
@@ -246,7 +255,9 @@ def _text_test(params: cfg.DeleteRows) -> Callable[[str], bool]:
         return lambda text: compiled.search(text) is not None
     if not params.case_sensitive:
         value = value.casefold()
-    fold: Callable[[str], str] = (lambda t: t) if params.case_sensitive else str.casefold
+    fold: Callable[[str], str] = (
+        (lambda t: t) if params.case_sensitive else str.casefold
+    )
     if kind == cfg.DeleteRows.CONTAINS:
         return lambda text: value in fold(text)
     if kind == cfg.DeleteRows.EQUALS:
@@ -272,9 +283,7 @@ def delete_columns(table: Table, params: cfg.DeleteColumns, ctx: RuleContext) ->
         return "deleted no columns"
     keep = [p for p in range(table.width) if p not in doomed]
     names = [column_letter(table.columns[p]) for p in sorted(doomed)]
-    table.rows = [
-        [row[p] if p < len(row) else "" for p in keep] for row in table.rows
-    ]
+    table.rows = [[row[p] if p < len(row) else "" for p in keep] for row in table.rows]
     table.columns = [table.columns[p] for p in keep]
     return f"deleted {len(doomed)} columns: {', '.join(names)}"
 

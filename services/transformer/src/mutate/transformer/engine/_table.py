@@ -53,7 +53,8 @@ class Table:
 
     def cell_name(self, row_position: int, col_position: int) -> str:
         """The A1 name of a cell, with its sheet when rows come from several."""
-        name = f"{column_letter(self.columns[col_position])}{self.row_numbers[row_position]}"
+        letter = column_letter(self.columns[col_position])
+        name = f"{letter}{self.row_numbers[row_position]}"
         sheets = self.row_sheets
         if sheets is not None and sheets[row_position] != self.sheet:
             return f"{sheets[row_position]}!{name}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mutate.v1 import configuration_pb2 as cfg
@@ -15,7 +15,7 @@ from ._values import column_index
 __all__ = ["validate_configuration", "PARAM_FIELDS", "RULE_TYPE_OF"]
 
 #: oneof field name → rule type.
-RULE_TYPE_OF: dict[str, int] = {
+RULE_TYPE_OF: dict[str, cfg.RuleType.ValueType] = {
     "select_worksheet": cfg.SELECT_WORKSHEET,
     "validate_columns": cfg.VALIDATE_COLUMNS,
     "unmerge_and_fill": cfg.UNMERGE_AND_FILL,
@@ -67,7 +67,8 @@ def _problems(configuration: cfg.Configuration) -> Iterator[_Problem]:
             yield _Problem("", f"{where}.id", "every rule needs an id")
         elif rule.id in ids:
             yield _Problem(
-                rule.id, f"{where}.id",
+                rule.id,
+                f"{where}.id",
                 f"id {rule.id!r} is already used by rules[{ids[rule.id]}]",
             )
         else:
@@ -79,30 +80,48 @@ def _problems(configuration: cfg.Configuration) -> Iterator[_Problem]:
 def _check_options(configuration: cfg.Configuration) -> Iterator[_Problem]:
     options = configuration.read_options
     if options.HasField("header_row") and options.header_row < 0:
-        yield _Problem("", "readOptions.headerRow", "must be 0 (no header) or a row number")
+        yield _Problem(
+            "", "readOptions.headerRow", "must be 0 (no header) or a row number"
+        )
     if len(options.csv_delimiter) > 1:
         yield _Problem("", "readOptions.csvDelimiter", "must be one character")
     if options.csv_encoding and not _codec(options.csv_encoding):
-        yield _Problem("", "readOptions.csvEncoding", f"unknown encoding {options.csv_encoding!r}")
+        yield _Problem(
+            "", "readOptions.csvEncoding", f"unknown encoding {options.csv_encoding!r}"
+        )
     fmt = configuration.output_format
     if fmt.delimiter and (len(fmt.delimiter) != 1 or fmt.delimiter in '"\r\n'):
         yield _Problem(
-            "", "outputFormat.delimiter",
+            "",
+            "outputFormat.delimiter",
             "must be one character other than a quote or a line break",
         )
     if fmt.encoding and not _codec(fmt.encoding):
-        yield _Problem("", "outputFormat.encoding", f"unknown encoding {fmt.encoding!r}")
-    if fmt.line_terminator and fmt.line_terminator not in ("\n", "\r\n", "\r"):
-        yield _Problem("", "outputFormat.lineTerminator", 'must be "\\n", "\\r\\n" or "\\r"')
-    conversion = configuration.conversion_type
-    if fmt.type == cfg.OutputFormat.CSV and conversion in (cfg.XLSX_TO_JSON, cfg.CSV_TO_JSON):
         yield _Problem(
-            "", "outputFormat.type",
-            f"CSV output contradicts conversionType {cfg.ConversionType.Name(conversion)}",
+            "", "outputFormat.encoding", f"unknown encoding {fmt.encoding!r}"
         )
-    if fmt.type in (cfg.OutputFormat.JSON, cfg.OutputFormat.NDJSON) and conversion in _CSV_OUTPUTS:
+    if fmt.line_terminator and fmt.line_terminator not in ("\n", "\r\n", "\r"):
         yield _Problem(
-            "", "outputFormat.type",
+            "", "outputFormat.lineTerminator", 'must be "\\n", "\\r\\n" or "\\r"'
+        )
+    conversion = configuration.conversion_type
+    if fmt.type == cfg.OutputFormat.CSV and conversion in (
+        cfg.XLSX_TO_JSON,
+        cfg.CSV_TO_JSON,
+    ):
+        yield _Problem(
+            "",
+            "outputFormat.type",
+            "CSV output contradicts conversionType "
+            + cfg.ConversionType.Name(conversion),
+        )
+    if (
+        fmt.type in (cfg.OutputFormat.JSON, cfg.OutputFormat.NDJSON)
+        and conversion in _CSV_OUTPUTS
+    ):
+        yield _Problem(
+            "",
+            "outputFormat.type",
             f"{cfg.OutputFormat.Type.Name(fmt.type)} output contradicts conversionType "
             f"{cfg.ConversionType.Name(conversion)}",
         )
@@ -125,18 +144,22 @@ def _check_rule(
     where = f"rules[{index}]"
     which = rule.WhichOneof("params")
     if which is None:
-        yield _Problem(rule.id, where, "the rule has no parameter block (e.g. deleteRows)")
+        yield _Problem(
+            rule.id, where, "the rule has no parameter block (e.g. deleteRows)"
+        )
         return
     rule_type = RULE_TYPE_OF[which]
     if rule.type not in (cfg.RULE_TYPE_UNSPECIFIED, rule_type):
         yield _Problem(
-            rule.id, f"{where}.type",
+            rule.id,
+            f"{where}.type",
             f"type {cfg.RuleType.Name(rule.type)} does not match the "
             f"{_camel(which)} parameters",
         )
     if configuration.conversion_type in _TEXT_INPUTS and rule_type in _WORKBOOK_ONLY:
         yield _Problem(
-            rule.id, f"{where}.{_camel(which)}",
+            rule.id,
+            f"{where}.{_camel(which)}",
             f"{cfg.RuleType.Name(rule_type)} has nothing to act on for "
             f"{cfg.ConversionType.Name(configuration.conversion_type)} input",
         )
@@ -196,7 +219,7 @@ def _unmerge(params: cfg.UnmergeAndFill, *_: object) -> Found:
     for i, column in enumerate(params.columns):
         text = column.strip()
         if text.lower() != "all" and column_index(text) is None:
-            yield f"columns[{i}]", f"{column!r} is not a column letter or \"all\""
+            yield f"columns[{i}]", f'{column!r} is not a column letter or "all"'
 
 
 def _delete_rows(params: cfg.DeleteRows, *_: object) -> Found:
@@ -204,10 +227,22 @@ def _delete_rows(params: cfg.DeleteRows, *_: object) -> Found:
     if has_condition and params.rows:
         yield "rows", "give either a condition or rows, not both"
     elif not has_condition and not params.rows:
-        yield "condition", "give a condition (CONTAINS, EQUALS, STARTS_WITH, REGEX, EMPTY) or rows"
-    if has_condition and params.condition != cfg.DeleteRows.EMPTY and params.value == "":
-        yield "value", f"{cfg.DeleteRows.Condition.Name(params.condition)} needs a value"
-    if params.condition == cfg.DeleteRows.REGEX and (error := _regex_error(params.value)):
+        yield (
+            "condition",
+            "give a condition (CONTAINS, EQUALS, STARTS_WITH, REGEX, EMPTY) or rows",
+        )
+    if (
+        has_condition
+        and params.condition != cfg.DeleteRows.EMPTY
+        and params.value == ""
+    ):
+        yield (
+            "value",
+            f"{cfg.DeleteRows.Condition.Name(params.condition)} needs a value",
+        )
+    if params.condition == cfg.DeleteRows.REGEX and (
+        error := _regex_error(params.value)
+    ):
         yield "value", error
     for i, spec in enumerate(params.rows):
         try:
@@ -223,7 +258,9 @@ def _delete_columns(params: cfg.DeleteColumns, *_: object) -> Found:
 
 
 def _combine(
-    params: cfg.CombineWorksheets, ids: dict[str, int], rule_id: str,
+    params: cfg.CombineWorksheets,
+    ids: dict[str, int],
+    rule_id: str,
     configuration: cfg.Configuration,
 ) -> Found:
     source = params.source
@@ -275,7 +312,7 @@ def _check_template(find: str, replace: str) -> None:
         match.expand(replace)
 
 
-_CHECKERS = {
+_CHECKERS: dict[str, Callable[..., Found]] = {
     "select_worksheet": _select,
     "validate_columns": _validate,
     "unmerge_and_fill": _unmerge,

@@ -63,14 +63,14 @@ class FormatKind(enum.Enum):
 
 # ECMA-376 §18.8.30 implied formats that show dates or times.
 _BUILTIN_KINDS: dict[int, FormatKind] = {
-    **{i: FormatKind.DATE for i in (14, 15, 16, 17)},
-    **{i: FormatKind.TIME for i in (18, 19, 20, 21, 45, 47)},
+    **dict.fromkeys((14, 15, 16, 17), FormatKind.DATE),
+    **dict.fromkeys((18, 19, 20, 21, 45, 47), FormatKind.TIME),
     22: FormatKind.DATETIME,
     46: FormatKind.DURATION,
     49: FormatKind.TEXT,
-    **{i: FormatKind.DATE for i in (27, 28, 29, 30, 31, 34, 35, 36)},
-    **{i: FormatKind.DATE for i in (50, 51, 52, 53, 54, 57, 58)},
-    **{i: FormatKind.TIME for i in (32, 33, 55, 56)},
+    **dict.fromkeys((27, 28, 29, 30, 31, 34, 35, 36), FormatKind.DATE),
+    **dict.fromkeys((50, 51, 52, 53, 54, 57, 58), FormatKind.DATE),
+    **dict.fromkeys((32, 33, 55, 56), FormatKind.TIME),
 }
 
 BUILTIN_FORMATS: dict[int, str] = {
@@ -175,13 +175,19 @@ def serial_to_value(serial: float, kind: FormatKind, date1904: bool) -> Any:
         return datetime.timedelta(milliseconds=round(serial * _MS_PER_DAY))
     if kind in (FormatKind.NUMBER, FormatKind.TEXT) or serial < 0:
         return serial
-    if not date1904 and kind is not FormatKind.TIME and (serial < 1 or 60 <= serial < 61):
+    if (
+        not date1904
+        and kind is not FormatKind.TIME
+        and (serial < 1 or 60 <= serial < 61)
+    ):
         # Serial 0 is "1900-01-00" and 60 the phantom 1900-02-29.
         return serial
     ms = round(serial * _MS_PER_DAY)
     if kind is FormatKind.TIME:
-        return (datetime.datetime(2000, 1, 1) + datetime.timedelta(
-            milliseconds=ms % _MS_PER_DAY)).time()
+        return (
+            datetime.datetime(2000, 1, 1)
+            + datetime.timedelta(milliseconds=ms % _MS_PER_DAY)
+        ).time()
     if date1904:
         moment = _EPOCH_1904 + datetime.timedelta(milliseconds=ms)
     elif serial < 60:
@@ -226,7 +232,9 @@ def _time_text(value: datetime.time | datetime.datetime) -> str:
 
 
 def duration_text(value: datetime.timedelta) -> str:
-    ms = (value.days * 86400 + value.seconds) * 1000 + (value.microseconds + 500) // 1000
+    ms = (value.days * 86400 + value.seconds) * 1000 + (
+        value.microseconds + 500
+    ) // 1000
     sign = "-" if ms < 0 else ""
     seconds, millis = divmod(abs(ms), 1000)
     hours, rest = divmod(seconds, 3600)
@@ -258,7 +266,7 @@ def text_of(value: Any) -> str:
     """The CSV text of one cell value."""
     if type(value) is str:
         return value
-    return _TEXT.get(type(value), str)(value)
+    return str(_TEXT.get(type(value), str)(value))
 
 
 TEXT_FORMATTERS = _TEXT

@@ -9,7 +9,7 @@ import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, TextIO, cast
 
 from mutate.v1 import configuration_pb2 as cfg
 
@@ -25,7 +25,7 @@ from ._values import (
 
 __all__ = ["OutputSpec", "WriteResult", "check_missing", "output_spec", "write_table"]
 
-_QUOTING = {
+_QUOTING: dict[int, Literal[0, 1, 2, 3]] = {
     cfg.OutputFormat.QUOTING_UNSPECIFIED: csv.QUOTE_MINIMAL,
     cfg.OutputFormat.MINIMAL: csv.QUOTE_MINIMAL,
     cfg.OutputFormat.ALL: csv.QUOTE_ALL,
@@ -42,7 +42,7 @@ class OutputSpec:
     delimiter: str = ","
     encoding: str = "utf-8"
     include_headers: bool = True
-    quoting: int = csv.QUOTE_MINIMAL
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_MINIMAL
     line_terminator: str = "\n"
     neutralize: bool = False
 
@@ -81,7 +81,9 @@ def output_spec(configuration: cfg.Configuration) -> OutputSpec:
         kind=kind,
         delimiter=fmt.delimiter or ",",
         encoding=fmt.encoding or "utf-8",
-        include_headers=fmt.include_headers if fmt.HasField("include_headers") else True,
+        include_headers=fmt.include_headers
+        if fmt.HasField("include_headers")
+        else True,
         quoting=_QUOTING.get(fmt.quoting, csv.QUOTE_MINIMAL),
         line_terminator=fmt.line_terminator or "\n",
         neutralize=fmt.neutralize_formulas,
@@ -100,7 +102,9 @@ def check_missing(table: Table, height: int, width: int, *, fail: bool) -> list[
     ]
     if not names:
         return []
-    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    shown = ", ".join(names[:20]) + (
+        f" and {len(names) - 20} more" if len(names) > 20 else ""
+    )
     where = f"sheet {table.sheet!r}: " if table.sheet else ""
     if fail:
         raise EngineError(
@@ -121,9 +125,8 @@ def write_table(
     skip_header = table.has_header and not spec.include_headers
     first = 1 if skip_header else 0
     data_rows = max(height - table.data_start, 0)
-    text = io.TextIOWrapper(
-        _Unclosable(output), encoding=spec.encoding, errors="strict", newline=""
-    )
+    raw = cast(BinaryIO, _Unclosable(output))
+    text = io.TextIOWrapper(raw, encoding=spec.encoding, errors="strict", newline="")
     try:
         if spec.kind == "csv":
             _write_csv(table, spec, text, first, height, width)
@@ -192,7 +195,7 @@ def _neutralized(text: Any, row: list[Any], index: int) -> Any:
 def _write_csv(
     table: Table,
     spec: OutputSpec,
-    text: io.TextIOWrapper,
+    text: TextIO,
     start: int,
     height: int,
     width: int,
@@ -324,7 +327,7 @@ def unique_keys(names: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _write_json(
-    table: Table, spec: OutputSpec, text: io.TextIOWrapper, height: int, width: int
+    table: Table, spec: OutputSpec, text: TextIO, height: int, width: int
 ) -> list[str]:
     warnings: list[str] = []
     as_objects = table.has_header and spec.include_headers
@@ -347,7 +350,7 @@ def _write_json(
         row = table.rows[position]
         values = [json_value(v) for v in row[:width]]
         values += [None] * (width - len(values))
-        item: Any = dict(zip(keys, values)) if as_objects else values
+        item: Any = dict(zip(keys, values, strict=True)) if as_objects else values
         try:
             line = dumps(item)
             if array:
@@ -355,7 +358,9 @@ def _write_json(
             else:
                 text.write(line + "\n")
         except UnicodeEncodeError as exc:
-            raise _encoding_error(table, spec, position, [str(v) for v in values]) from exc
+            raise _encoding_error(
+                table, spec, position, [str(v) for v in values]
+            ) from exc
         first = False
     if array:
         text.write("\n]\n" if not first else "]\n")

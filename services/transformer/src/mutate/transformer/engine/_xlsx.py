@@ -8,7 +8,6 @@ import io
 import logging
 import re
 import threading
-import zipfile
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +17,14 @@ from ._display import display_number, general_text
 from ._errors import EngineError
 from ._limits import Limits
 from ._table import Merge, Table
-from ._values import FormatKind, column_letter, is_blank, reshape_temporal, text_of
+from ._values import (
+    ExcelError,
+    FormatKind,
+    column_letter,
+    is_blank,
+    reshape_temporal,
+    text_of,
+)
 from ._xlsx_parts import SheetInfo, WorkbookIndex, open_container, read_index
 from ._xlsx_scan import ScanPlan, SheetScan, scan_sheet, serial_decider
 
@@ -94,10 +100,15 @@ class XlsxWorkbook:
         outcome = scan_box[0]
         if isinstance(outcome, BaseException):
             raise outcome
+        if source is None and not displayed:
+            # The scan's shortcuts assume calamine's typing of dates; openpyxl
+            # types them differently, so every dated cell is read exactly.
+            outcome = scan_sheet(self.archive, sheet.path, self._exact(plan))
         rows, offset = self._rows(sheet, source)
         if displayed:
             rows = [
-                [general_text(v) if type(v) is float else v for v in row] for row in rows
+                [general_text(v) if type(v) is float else v for v in row]
+                for row in rows
             ]
         return _build_table(sheet.name, rows, offset, outcome, header_row, skip_hidden)
 
@@ -121,6 +132,17 @@ class XlsxWorkbook:
             exact=frozenset(exact),
             decide=decide,
             max_cells=self.limits.max_cells,
+        )
+
+    def _exact(self, plan: ScanPlan) -> ScanPlan:
+        """`plan` with every dated style converted from the stored number."""
+        exact = frozenset(plan.style_kinds)
+        return ScanPlan(
+            sheet=plan.sheet,
+            style_kinds=plan.style_kinds,
+            exact=exact,
+            decide=serial_decider(plan.style_kinds, exact, self.date1904),
+            max_cells=plan.max_cells,
         )
 
     def _displayed_plan(self, sheet_name: str) -> ScanPlan:
@@ -202,7 +224,7 @@ class XlsxWorkbook:
         # Imported lazily: openpyxl is the fallback, and slow to import.
         import warnings
 
-        import openpyxl
+        import openpyxl  # type: ignore[import-untyped]
 
         try:
             with warnings.catch_warnings():
@@ -234,6 +256,9 @@ class XlsxWorkbook:
         self.archive.close()
 
 
+_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
 def _reraise_fatal(exc: BaseException) -> None:
     """Let interpreter exits through; anything else from calamine means "try
     openpyxl". A Rust panic surfaces as pyo3's PanicException, which derives
@@ -247,9 +272,10 @@ def _openpyxl_value(cell: Any) -> Any:
     if value is None:
         return ""
     if getattr(cell, "data_type", "") == "e":
-        from ._values import ExcelError
-
         return ExcelError(str(value))
+    if isinstance(value, str) and "_x" in value:
+        # openpyxl keeps the format's _xHHHH_ escapes; calamine decodes them.
+        return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), value)
     return value
 
 
@@ -322,8 +348,11 @@ def _shape(
             width = c2 + 1
     columns = list(range(width))
     if skip_hidden and (scan.hidden_rows or scan.hidden_cols):
-        keep = [i for i, n in enumerate(row_numbers) if n not in scan.hidden_rows
-                or (header_row and n == header_row)]
+        keep = [
+            i
+            for i, n in enumerate(row_numbers)
+            if n not in scan.hidden_rows or (header_row and n == header_row)
+        ]
         rows = [rows[i] for i in keep]
         row_numbers = [row_numbers[i] for i in keep]
         columns = [c for c in columns if c not in scan.hidden_cols]

@@ -11,9 +11,10 @@ import posixpath
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from typing import cast
 from xml.etree.ElementTree import Element
 
-import defusedxml.ElementTree as safe_et
+import defusedxml.ElementTree as safe_et  # type: ignore[import-untyped]
 from defusedxml import DefusedXmlException
 
 from ._errors import EngineError
@@ -131,7 +132,7 @@ def _parse(archive: zipfile.ZipFile, path: str, file_name: str) -> Element | Non
             "INVALID_FILE", f"{file_name}: part {path} is corrupt ({exc})"
         ) from exc
     try:
-        return safe_et.fromstring(raw)
+        return cast(Element, safe_et.fromstring(raw))
     except DefusedXmlException as exc:
         raise EngineError(
             "INVALID_FILE",
@@ -198,7 +199,9 @@ def read_index(archive: zipfile.ZipFile, file_name: str) -> WorkbookIndex:
             f"{file_name} is a zip file but not a workbook (no {workbook_path})",
         )
     base = posixpath.dirname(workbook_path)
-    rels_path = posixpath.join(base, "_rels", posixpath.basename(workbook_path) + ".rels")
+    rels_path = posixpath.join(
+        base, "_rels", posixpath.basename(workbook_path) + ".rels"
+    )
     rels = _relationships(archive, rels_path, base, file_name)
 
     date1904 = False
@@ -218,9 +221,7 @@ def read_index(archive: zipfile.ZipFile, file_name: str) -> WorkbookIndex:
                     state=element.get("state", "visible"),
                 )
             )
-    styles_path = next(
-        (path for path, kind in rels.values() if kind == "styles"), None
-    )
+    styles_path = next((path for path, kind in rels.values() if kind == "styles"), None)
     styles = _styles(archive, styles_path, file_name) if styles_path else []
     return WorkbookIndex(sheets=sheets, date1904=date1904, styles=styles)
 

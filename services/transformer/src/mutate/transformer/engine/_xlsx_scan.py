@@ -46,7 +46,12 @@ class _Patterns:
         self.prefix = prefix
         self.cell = rb"<" + p + rb"c"
         self.formula_skip = (
-            rb"\s*(?:<" + p + rb"f\b[^>]*/>\s*|<" + p + rb"f\b[^>]*>[^<]*</" + p
+            rb"\s*(?:<"
+            + p
+            + rb"f\b[^>]*/>\s*|<"
+            + p
+            + rb"f\b[^>]*>[^<]*</"
+            + p
             + rb"f>\s*)?"
         )
         self.value_after = re.compile(
@@ -58,8 +63,17 @@ class _Patterns:
             self.cell + rb"(?=[^>]*?\st=" + _Q + rb"e" + _Q + rb")\s([^>]*?)(/?)>"
         )
         self.formula_cell = re.compile(
-            self.cell + rb"\s([^>]*?)>\s*<" + p + rb"f\b([^>]*?)(?:/>|>([^<]*)</"
-            + p + rb"f>)\s*(<" + p + rb"v\s*/>|<" + p + rb"v>\s*</|<" + p
+            self.cell
+            + rb"\s([^>]*?)>\s*<"
+            + p
+            + rb"f\b([^>]*?)(?:/>|>([^<]*)</"
+            + p
+            + rb"f>)\s*(<"
+            + p
+            + rb"v\s*/>|<"
+            + p
+            + rb"v>\s*</|<"
+            + p
             + rb"(?:v|is)\b)?"
         )
         self.row_tag = re.compile(rb"<" + p + rb"row\s([^>]*)>")
@@ -97,11 +111,27 @@ class _Patterns:
         # Anchored on the style attribute, a literal the regex engine finds
         # fast; the tag's start is looked up only for the few matches.
         return re.compile(
-            rb"\ss=" + _Q + rb"(?:(?P<d>" + alt(groups["date"])
-            + rb")|(?P<t>" + alt(groups["datetime"]) + rb")|(?P<m>"
-            + alt(groups["time"]) + rb")|(?P<x>" + alt(groups["exact"]) + rb"))" + _Q
-            + rb"(?P<after>[^>]*)>" + self.formula_skip + rb"<" + p
-            + rb"v>(?P<v>" + value + rb")</" + p + rb"v>"
+            rb"\ss="
+            + _Q
+            + rb"(?:(?P<d>"
+            + alt(groups["date"])
+            + rb")|(?P<t>"
+            + alt(groups["datetime"])
+            + rb")|(?P<m>"
+            + alt(groups["time"])
+            + rb")|(?P<x>"
+            + alt(groups["exact"])
+            + rb"))"
+            + _Q
+            + rb"(?P<after>[^>]*)>"
+            + self.formula_skip
+            + rb"<"
+            + p
+            + rb"v>(?P<v>"
+            + value
+            + rb")</"
+            + p
+            + rb"v>"
         )
 
 
@@ -143,7 +173,12 @@ class ScanPlan:
     max_cells: int
 
     def style_groups(self) -> dict[str, list[int]]:
-        groups: dict[str, list[int]] = {"date": [], "datetime": [], "time": [], "exact": []}
+        groups: dict[str, list[int]] = {
+            "date": [],
+            "datetime": [],
+            "time": [],
+            "exact": [],
+        }
         names = {
             FormatKind.DATE: "date",
             FormatKind.DATETIME: "datetime",
@@ -248,7 +283,7 @@ class _Scanner:
             self._hidden_rows(part)
         if self.styled is not None:
             self._styled(part, self.styled)
-        if b"t=\"e\"" in part or b"t='e'" in part:
+        if b't="e"' in part or b"t='e'" in part:
             self._errors(part)
         if patterns.formula_open in part:
             self._formulas(part)
