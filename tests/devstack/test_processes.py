@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import time
@@ -17,6 +18,7 @@ from mutate.devstack.processes import ProcessState, ServiceProcessError, check_h
 from .helpers import wait_gone
 
 DUMMY = Path(__file__).with_name("dummy_service.py")
+DUMMY_ARGV = (sys.executable, str(DUMMY))
 
 
 def _dummy_env(port: int, **extra: str) -> dict[str, str]:
@@ -160,3 +162,19 @@ def test_clean_environment_drops_service_variables() -> None:
         {"PATH": "/bin", "MUTATE_GRPC_PORT": "1", "S3_BUCKET": "x", "OTEL_A": "y"}
     )
     assert env == {"PATH": "/bin"}
+
+
+def test_start_service_fixture_runs_a_service_against_the_stack(
+    start_service: Any, stack_info: stk.StackInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stk, "service_executable", lambda service: [*DUMMY_ARGV])
+    first = start_service("storage")
+    second = start_service(
+        "storage", stack=dataclasses.replace(stack_info, ports=stk.ServicePorts.free())
+    )
+    assert (first.name, second.name) == ("storage", "storage-2")
+    assert first.env["MUTATE_GRPC_PORT"] == str(stack_info.ports.storage)
+    assert first.env["S3_BUCKET"] == stack_info.s3.bucket
+    assert first.env["MUTATE_DATABASE_URL"] == stack_info.database_url
+    assert check_health(stack_info.address("storage"))
+    assert first.log_path != second.log_path

@@ -55,7 +55,7 @@ async def pool() -> AsyncIterator[EnginePool]:
 
 @pytest_asyncio.fixture
 async def slow_pool() -> AsyncIterator[EnginePool]:
-    engine = await _pool(test_delay=3.0)
+    engine = await _pool(test_delay=2.0)
     yield engine
     await engine.close()
 

@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from mutate.common import keys, messaging, topology
 from mutate.common.storage_client import StorageClient
@@ -40,11 +42,19 @@ async def test_worker_runs_a_queued_job(
     start_worker("w1")
     job_id = new_job_id()
     request = job_request(job_id, input_key=await upload(job_id, CSV_SMALL))
-    await publish_jobs(js, [request])
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    producer = propagate.extract({"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    token = otel_context.attach(producer)
+    try:
+        await publish_jobs(js, [request])
+    finally:
+        otel_context.detach(token)
 
     await events.wait_terminal(job_id, timeout=20)
 
     assert events.types(job_id) == ["started", "completed"]
+    for message in events.messages:
+        assert trace_id in (message.headers or {}).get("traceparent", "")
     started, completed = events.of(job_id)
     for event in (started, completed):
         assert event.organization_id == ORG

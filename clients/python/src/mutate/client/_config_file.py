@@ -11,7 +11,7 @@ import difflib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import descriptor, json_format
 
@@ -20,7 +20,9 @@ from mutate.v1 import configuration_pb2
 
 # Output-only fields a file may carry when it came from `configs get --json`;
 # the gateway sets them, so they are dropped instead of refused.
-OUTPUT_ONLY_FIELDS = ("id", "version", "create_time", "update_time")
+OUTPUT_ONLY_FIELDS: tuple[
+    Literal["id", "version", "create_time", "update_time"], ...
+] = ("id", "version", "create_time", "update_time")
 
 
 def load_configuration(path: Path) -> configuration_pb2.Configuration:
@@ -78,18 +80,19 @@ def unknown_fields(
         fields[field.json_name] = field
         fields[field.name] = field
     for key, item in value.items():
-        field = fields.get(key)
+        known = fields.get(key)
         where = f"{path}{key}"
-        if field is None:
+        if known is None:
             yield where, [f.json_name for f in message.fields]
-        elif field.message_type is not None:
-            yield from _unknown_in_field(item, field, where)
+        elif known.message_type is not None:
+            yield from _unknown_in_field(item, known, where)
 
 
 def _unknown_in_field(
     item: Any, field: descriptor.FieldDescriptor, where: str
 ) -> Iterator[tuple[str, list[str]]]:
     message = field.message_type
+    assert message is not None  # only called for message fields
     if message.GetOptions().map_entry:
         value_field = message.fields_by_name["value"]
         if value_field.message_type is not None and isinstance(item, dict):
@@ -97,7 +100,7 @@ def _unknown_in_field(
                 yield from unknown_fields(
                     entry, value_field.message_type, f"{where}[{key!r}]."
                 )
-    elif field.label == descriptor.FieldDescriptor.LABEL_REPEATED:
+    elif field.is_repeated:
         if isinstance(item, list):
             for index, entry in enumerate(item):
                 yield from unknown_fields(entry, message, f"{where}[{index}].")

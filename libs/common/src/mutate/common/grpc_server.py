@@ -23,6 +23,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 
 from mutate.common.errors import MutateError
 
@@ -68,6 +69,9 @@ def status_details(exc: MutateError) -> bytes:
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    # The server span (telemetry's interceptor runs outside this one) gets the
+    # exception as an event; its status follows from the code set below.
+    trace.get_current_span().record_exception(exc)
     if isinstance(exc, MutateError):
         context.set_trailing_metadata(((STATUS_DETAILS_KEY, status_details(exc)),))
         await context.abort(exc.code, exc.message)

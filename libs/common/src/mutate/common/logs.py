@@ -22,9 +22,14 @@ from opentelemetry import trace
 _job_id: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="")
 
 # Attributes every LogRecord has; anything else came in through `extra=`.
-_STANDARD = set(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__
-) | {"message", "asctime", "job_id", "trace_id", "span_id", "service"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "job_id",
+    "trace_id",
+    "span_id",
+    "service",
+}
 
 
 @contextlib.contextmanager
@@ -67,9 +72,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": time.strftime(
-                "%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)
-            )
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "service": getattr(record, "service", ""),

@@ -1,8 +1,9 @@
 """Publishing and reading Mutate messages on JetStream.
 
 Every message carries the job id, organization and attempt in headers and the
-W3C trace context (`traceparent`), so a consumer continues the producer's
-trace and tags its logs without decoding the body first.
+W3C trace context (`traceparent`) of a PRODUCER span around the publish, so a
+consumer continues the producer's trace (`telemetry.consumer_span`) and tags
+its logs without decoding the body first.
 """
 
 from __future__ import annotations
@@ -14,15 +15,20 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 
 from mutate.common import topology
+from mutate.common.telemetry import producer_span
 from mutate.v1 import events_pb2
 
 JOB_ID_HEADER = "Mutate-Job-Id"
 ORGANIZATION_HEADER = "Mutate-Organization-Id"
 ATTEMPT_HEADER = "Mutate-Attempt"
 MSG_ID_HEADER = "Nats-Msg-Id"
+# Span name of event publishes: the subject without its ids.
+EVENT_SUBJECT_TEMPLATE = (
+    f"{topology.EVENTS_SUBJECT_PREFIX}.{{organization}}.{{job}}.{{type}}"
+)
 
 _EVENT_TYPE_NAMES = {
     events_pb2.JobEvent.STARTED: "started",
@@ -77,12 +83,30 @@ async def publish_job_request(
         attempt=request.attempt,
         msg_id=topology.request_message_id(request.job_id, request.attempt),
     )
-    return await js.publish(
+    body = request.SerializeToString()
+    with producer_span(
         topology.JOBS_SUBJECT,
-        request.SerializeToString(),
-        headers=headers,
-        timeout=timeout,
-    )
+        headers,
+        job_id=request.job_id,
+        body_size=len(body),
+        attributes=_span_attributes(request.organization_id, request.attempt),
+    ) as span:
+        ack = await js.publish(
+            topology.JOBS_SUBJECT, body, headers=headers, timeout=timeout
+        )
+        _record_ack(span, ack)
+        return ack
+
+
+def _span_attributes(organization_id: str, attempt: int) -> dict[str, str | int]:
+    return {"mutate.organization_id": organization_id, "mutate.attempt": attempt}
+
+
+def _record_ack(span: trace.Span, ack: PubAck) -> None:
+    span.set_attribute("messaging.nats.stream_sequence", ack.seq)
+    if ack.duplicate:
+        # JetStream dropped it as a repeat of an earlier publish.
+        span.set_attribute("messaging.nats.duplicate", True)
 
 
 def event_message_id(event: events_pb2.JobEvent) -> str:
@@ -109,9 +133,21 @@ async def publish_event(
         attempt=event.attempt,
         msg_id=event_message_id(event),
     )
-    return await js.publish(
-        subject, event.SerializeToString(), headers=headers, timeout=timeout
-    )
+    body = event.SerializeToString()
+    with producer_span(
+        subject,
+        headers,
+        job_id=event.job_id,
+        destination_template=EVENT_SUBJECT_TEMPLATE,
+        body_size=len(body),
+        attributes={
+            **_span_attributes(event.organization_id, event.attempt),
+            "mutate.event_type": event_type_name(event.type),
+        },
+    ) as span:
+        ack = await js.publish(subject, body, headers=headers, timeout=timeout)
+        _record_ack(span, ack)
+        return ack
 
 
 def decode_event(msg: Msg) -> events_pb2.JobEvent:

@@ -323,7 +323,7 @@ def start_service(
     ) -> ServiceProcess:
         info = stack if stack is not None else request.getfixturevalue("stack_info")
         log_dir = tmp_path / "logs"
-        same = sum(1 for p in started if p.argv == stk.service_command(service))
+        same = sum(1 for p in started if p.name.split("-")[0] == service)
         process = stk.start_service(
             info,
             service,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -63,7 +63,8 @@ class Transformer:
         self, request: transformer_pb2.TransformRequest
     ) -> transformer_pb2.TransformResponse:
         with _translated("transformer"):
-            return await self._stub.Transform(request, timeout=self._transform_timeout)
+            reply = await self._stub.Transform(request, timeout=self._transform_timeout)
+        return cast(transformer_pb2.TransformResponse, reply)
 
     async def validate(
         self, configuration: configuration_pb2.Configuration
@@ -81,7 +82,8 @@ class Transformer:
         self, request: transformer_pb2.PreviewRequest
     ) -> transformer_pb2.PreviewResponse:
         with _translated("transformer"):
-            return await self._stub.Preview(request, timeout=self._transform_timeout)
+            reply = await self._stub.Preview(request, timeout=self._transform_timeout)
+        return cast(transformer_pb2.PreviewResponse, reply)
 
 
 class Notifier:
@@ -103,7 +105,8 @@ class Notifier:
     async def create_signing_secret(
         self, organization_id: str
     ) -> webhook_pb2.SigningSecret:
-        return await self.call(
+        reply = await self.call(
             "CreateSigningSecret",
             webhook_pb2.CreateSigningSecretRequest(organization_id=organization_id),
         )
+        return cast(webhook_pb2.SigningSecret, reply)

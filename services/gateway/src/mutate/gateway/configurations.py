@@ -36,7 +36,7 @@ def spec_of(configuration: Configuration) -> Configuration:
     spec = Configuration()
     spec.CopyFrom(configuration)
     for name in OUTPUT_ONLY_FIELDS:
-        spec.ClearField(name)
+        spec.ClearField(name)  # type: ignore[arg-type]
     return spec
 
 
@@ -168,7 +168,7 @@ class ConfigurationStore:
             updated_at=row["version_created_at"],
         )
 
-    async def list(
+    async def list_configurations(
         self,
         organization_id: str,
         *,

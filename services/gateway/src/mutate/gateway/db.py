@@ -86,16 +86,16 @@ class Database:
 
     async def fetchone(self, query: str, params: Any = None) -> Row | None:
         async with self.connection() as conn:
-            cur = await conn.execute(query, params)  # type: ignore[arg-type]
+            cur = await conn.execute(query, params)
             return await cur.fetchone()
 
     async def fetchall(self, query: str, params: Any = None) -> list[Row]:
         async with self.connection() as conn:
-            cur = await conn.execute(query, params)  # type: ignore[arg-type]
+            cur = await conn.execute(query, params)
             return await cur.fetchall()
 
     async def execute(self, query: str, params: Any = None) -> int:
         """Run one statement; returns the number of rows it touched."""
         async with self.connection() as conn:
-            cur = await conn.execute(query, params)  # type: ignore[arg-type]
+            cur = await conn.execute(query, params)
             return cur.rowcount

@@ -100,7 +100,7 @@ class JobStore:
             raise NotFound(f"job {job_id} not found", reason="JOB_NOT_FOUND")
         return row
 
-    async def list(
+    async def list_jobs(
         self,
         organization_id: str | None,
         job_filter: JobFilter,

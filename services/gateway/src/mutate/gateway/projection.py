@@ -123,7 +123,7 @@ async def apply_event(
         return None
     if not event.HasField("time"):
         event.time.GetCurrentTime()
-    cur = await conn.execute(_sql_for(event), _params(event))  # type: ignore[arg-type]
+    cur = await conn.execute(_sql_for(event), _params(event))
     return await cur.fetchone()
 
 

@@ -11,6 +11,7 @@ import dataclasses
 from mutate.common.netguard import NetworkPolicy
 from mutate.common.service_settings import CommonSettings, NatsSettings
 from mutate.common.settings import SettingsError, check_positive, setting
+from mutate.gateway.rest._settings import RestSettings
 
 # Defaults of `unit="ms"` fields are in the field's unit: seconds.
 _DAY = 24 * 3600.0
@@ -19,7 +20,7 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GatewaySettings(CommonSettings, NatsSettings):
+class GatewaySettings(CommonSettings, NatsSettings, RestSettings):
     """Everything `mutate-gateway` reads from its environment."""
 
     grpc_port: int = setting("MUTATE_GRPC_PORT", 50051, help="gRPC port.")

@@ -152,7 +152,7 @@ async def _connect(settings: TransformerSettings) -> NatsClient:
 async def _close(nc: NatsClient, *, timeout: float) -> None:
     """Flush and close; a drain can hang, so this one is bounded."""
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(nc.flush(timeout=timeout), timeout)
+        await asyncio.wait_for(nc.flush(timeout=max(1, int(timeout))), timeout)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(nc.close(), timeout)
 

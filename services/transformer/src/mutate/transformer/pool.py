@@ -208,7 +208,7 @@ class EnginePool:
         self, configuration: configuration_pb2.Configuration, *, timeout: float
     ) -> list[configuration_pb2.ConfigurationProblem]:
         """The problems of a configuration; empty when it is valid."""
-        found = await self._run(
+        found: list[bytes] = await self._run(
             _validate_in_child,
             configuration.SerializeToString(),
             token=self.new_token(),
@@ -226,7 +226,7 @@ class EnginePool:
         timeout: float,
     ) -> transformer_pb2.PreviewResponse:
         """First rows before and after the rules, as the engine shows them."""
-        raw = await self._run(
+        raw: bytes = await self._run(
             _preview_in_child,
             (configuration.SerializeToString(), data, file_name, max_rows),
             token=self.new_token(),
@@ -236,7 +236,7 @@ class EnginePool:
 
     async def _run(
         self,
-        function: Callable[[Any, str], T],
+        function: Callable[[Any, str], T | _Unexpected],
         argument: Any,
         *,
         token: str,
@@ -248,8 +248,12 @@ class EnginePool:
         loop = asyncio.get_running_loop()
         generation = self._generation
         running = self._running[token] = _Running(on_progress)
+        control = self._control_dir / token
         try:
             future = loop.run_in_executor(self._executor, function, argument, token)
+            # The stop file stays until the child is done with the task, also
+            # when the caller stopped waiting (deadline, shutdown).
+            future.add_done_callback(lambda _: control.unlink(missing_ok=True))
             result = await self._wait(future, token, running, timeout, generation)
         except BrokenProcessPool as exc:
             self._replace(generation)
@@ -259,7 +263,6 @@ class EnginePool:
             ) from exc
         finally:
             self._running.pop(token, None)
-            (self._control_dir / token).unlink(missing_ok=True)
         if isinstance(result, _Unexpected):
             logger.error(
                 "engine raised unexpectedly: %s: %s\n%s",

@@ -20,13 +20,14 @@ import grpc
 
 from mutate.common import errors, keys
 from mutate.transformer.pool import (
+    ConvertOutcome,
     ConvertTask,
     EngineCrashed,
     EngineFailure,
     EnginePool,
     EngineTimeout,
 )
-from mutate.transformer.storage import Storage, put_file
+from mutate.transformer.storage import Storage, output_key_for, put_file
 from mutate.v1 import (
     job_pb2,
     transformer_pb2,
@@ -76,34 +77,12 @@ class TransformerService(transformer_pb2_grpc.TransformerServiceServicer):
         output_key = self._output_key(request)
         timeout = self._engine_budget(context)
         response = transformer_pb2.TransformResponse(input_bytes=len(data))
-
         output_path = self._work_dir / f"mutate-sync-{self._pool.new_token()}.out"
         try:
-            task = ConvertTask(
-                configuration=request.configuration.SerializeToString(),
-                data=data,
-                file_name=request.input_file_name,
-                output_path=str(output_path),
-            )
-            try:
-                outcome = await self._pool.convert(
-                    task, token=self._pool.new_token(), timeout=timeout
-                )
-            except EngineTimeout as exc:
-                if timeout < self._engine_timeout:
-                    raise errors.DeadlineExceeded(
-                        f"the deadline passed while converting: {exc}"
-                    ) from exc
-                # Too slow to convert is a property of the file, like a bad one.
-                response.error.CopyFrom(
-                    job_pb2.JobError(
-                        code="LIMIT_EXCEEDED",
-                        message=f"{exc} (MUTATE_ENGINE_TIMEOUT_MS)",
-                    )
-                )
+            outcome = await self._convert(request, data, output_path, timeout)
+            if isinstance(outcome, job_pb2.JobError):
+                response.error.CopyFrom(outcome)
                 return response
-            except (EngineCrashed, EngineFailure) as exc:
-                raise _pool_error(exc) from exc
             response.execution_log.extend(outcome.log_entries())
             response.warnings.extend(outcome.warnings)
             response.engine_ms = outcome.engine_seconds * 1000
@@ -111,30 +90,73 @@ class TransformerService(transformer_pb2_grpc.TransformerServiceServicer):
             if error is not None:
                 response.error.CopyFrom(error)
                 return response
-            if outcome.cancelled:
-                raise errors.DeadlineExceeded("the conversion was stopped")
-            key = output_key or self._derived_key(request, outcome.file_extension)
-            info = await put_file(
-                self._storage,
-                key,
-                output_path,
-                content_type=outcome.content_type,
-                metadata={"job-id": request.job_id} if request.job_id else None,
-            )
+            output = await self._store(request, output_key, output_path, outcome)
         finally:
             output_path.unlink(missing_ok=True)
-        response.output.CopyFrom(
-            job_pb2.JobOutput(
-                key=key,
-                file_name=key.rsplit("/", 1)[-1],
-                content_type=outcome.content_type,
-                bytes=info.size,
-                rows=outcome.rows,
-                columns=outcome.columns,
-                sha256=info.sha256,
-            )
-        )
+        response.output.CopyFrom(output)
         return response
+
+    async def _convert(
+        self,
+        request: transformer_pb2.TransformRequest,
+        data: bytes,
+        output_path: Path,
+        timeout: float,
+    ) -> ConvertOutcome | job_pb2.JobError:
+        task = ConvertTask(
+            configuration=request.configuration.SerializeToString(),
+            data=data,
+            file_name=request.input_file_name,
+            output_path=str(output_path),
+        )
+        try:
+            outcome = await self._pool.convert(
+                task, token=self._pool.new_token(), timeout=timeout
+            )
+        except EngineTimeout as exc:
+            if timeout < self._engine_timeout:
+                raise errors.DeadlineExceeded(
+                    f"the deadline passed while converting: {exc}"
+                ) from exc
+            # Too slow to convert is a property of the file, like a bad one.
+            return job_pb2.JobError(
+                code="LIMIT_EXCEEDED", message=f"{exc} (MUTATE_ENGINE_TIMEOUT_MS)"
+            )
+        except (EngineCrashed, EngineFailure) as exc:
+            raise _pool_error(exc) from exc
+        if outcome.cancelled:
+            raise errors.DeadlineExceeded("the conversion was stopped")
+        return outcome
+
+    async def _store(
+        self,
+        request: transformer_pb2.TransformRequest,
+        output_key: str,
+        output_path: Path,
+        outcome: ConvertOutcome,
+    ) -> job_pb2.JobOutput:
+        key = output_key or output_key_for(
+            request.organization_id,
+            request.job_id,
+            request.input_file_name,
+            outcome.file_extension,
+        )
+        info = await put_file(
+            self._storage,
+            key,
+            output_path,
+            content_type=outcome.content_type,
+            metadata={"job-id": request.job_id} if request.job_id else None,
+        )
+        return job_pb2.JobOutput(
+            key=key,
+            file_name=key.rsplit("/", 1)[-1],
+            content_type=outcome.content_type,
+            bytes=info.size,
+            rows=outcome.rows,
+            columns=outcome.columns,
+            sha256=info.sha256,
+        )
 
     async def ValidateConfiguration(
         self,
@@ -215,20 +237,8 @@ class TransformerService(transformer_pb2_grpc.TransformerServiceServicer):
             field_violations=[("output_key", "missing")],
         )
 
-    @staticmethod
-    def _derived_key(request: transformer_pb2.TransformRequest, extension: str) -> str:
-        stem = Path(request.input_file_name or keys.DEFAULT_FILE_NAME).stem
-        suffix = (
-            extension if extension.startswith(".") or not extension else f".{extension}"
-        )
-        return keys.output_key(
-            request.organization_id,
-            request.job_id,
-            f"{stem or keys.DEFAULT_FILE_NAME}{suffix}",
-        )
-
     def _engine_budget(self, context: grpc.aio.ServicerContext) -> float:
-        remaining = context.time_remaining()
+        remaining: float | None = context.time_remaining()
         if remaining is None:
             return self._engine_timeout
         budget = remaining - _DEADLINE_MARGIN

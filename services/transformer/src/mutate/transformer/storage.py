@@ -9,11 +9,29 @@ to a local file and streamed from it, so no output is held in memory whole.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from mutate.common import keys
 from mutate.common.storage_client import CHUNK_BYTES, ObjectInfo, StorageClient
 
 Storage = StorageClient
+
+# The output's name when the input's has nothing usable.
+DEFAULT_STEM = "output"
+
+
+def output_key_for(
+    organization_id: str, job_id: str, input_file_name: str, extension: str
+) -> str:
+    """`output/{org}/{job}/{input stem}{extension}`, e.g. `report.csv`.
+
+    Deterministic per job, so a redelivery overwrites the same object.
+    """
+    name = PureWindowsPath(PurePosixPath(input_file_name).name).name
+    stem = PurePosixPath(name).stem.strip() or DEFAULT_STEM
+    if extension and not extension.startswith("."):
+        extension = f".{extension}"
+    return keys.output_key(organization_id, job_id, f"{stem}{extension}")
 
 
 async def file_chunks(path: Path, size: int = CHUNK_BYTES) -> AsyncIterator[bytes]:
@@ -44,4 +62,4 @@ async def put_file(
     )
 
 
-__all__ = ["Storage", "file_chunks", "put_file"]
+__all__ = ["Storage", "file_chunks", "output_key_for", "put_file"]

@@ -29,10 +29,10 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats.errors
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -40,9 +40,10 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from mutate.common import keys, logs, messaging, topology
+from mutate.common import logs, messaging, topology
 from mutate.transformer.faults import (
     Interrupted,
     JobCancelled,
@@ -52,7 +53,7 @@ from mutate.transformer.faults import (
     faults_of,
 )
 from mutate.transformer.pool import ConvertTask, EnginePool
-from mutate.transformer.storage import Storage, put_file
+from mutate.transformer.storage import Storage, output_key_for, put_file
 from mutate.v1 import events_pb2, job_pb2
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class _Job:
         self.interrupted = False
         self.settled = False
         self.progress = -1
+        self.heartbeat_stopped = False
         self.published_progress = -1
         self.last_progress_time = 0.0
         self.started = time.monotonic()
@@ -268,7 +270,9 @@ class Worker:
                     batch=min(free, self._options.fetch_batch),
                     timeout=self._options.fetch_timeout,
                 )
-            except nats.errors.TimeoutError:
+            except TimeoutError:
+                # No request within the fetch timeout (nats-py raises its own
+                # TimeoutError or asyncio's, both builtin TimeoutErrors).
                 failures = 0
                 continue
             except asyncio.CancelledError:
@@ -314,26 +318,41 @@ class Worker:
             return
         job = _Job(msg, request, self._pool.new_token())
         self._jobs[job.token] = job
-        context = messaging.trace_context(msg.headers)
         try:
-            with (
-                logs.job_context(request.job_id),
-                tracer.start_as_current_span(
-                    "mutate.job.run",
-                    context=context,
-                    kind=trace.SpanKind.CONSUMER,
-                    attributes={
-                        "mutate.job_id": request.job_id,
-                        "mutate.organization_id": request.organization_id,
-                        "mutate.attempt": request.attempt,
-                        "mutate.delivery": job.delivery,
-                    },
-                ),
-            ):
+            with logs.job_context(request.job_id), self._traced(job):
                 await self._run_delivery(job)
         finally:
             self._jobs.pop(job.token, None)
             self.handled += 1
+
+    @contextlib.contextmanager
+    def _traced(self, job: _Job) -> Iterator[None]:
+        """Continue the producer's trace; events published inside carry it.
+
+        Without an OpenTelemetry SDK the span is a no-op: the producer's own
+        context is then made current, so `traceparent` still travels on.
+        """
+        parent = messaging.trace_context(job.msg.headers)
+        span = tracer.start_span(
+            "mutate.job.run",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "mutate.job_id": job.request.job_id,
+                "mutate.organization_id": job.request.organization_id,
+                "mutate.attempt": job.request.attempt,
+                "mutate.delivery": job.delivery,
+            },
+        )
+        current = parent
+        if span.get_span_context().is_valid:
+            current = trace.set_span_in_context(span, parent)
+        token = otel_context.attach(current)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     async def _run_delivery(self, job: _Job) -> None:
         request = job.request
@@ -379,9 +398,12 @@ class Worker:
         try:
             return await self._convert(job)
         finally:
+            # Python 3.11's wait_for (inside nats-py) can swallow a cancel
+            # that lands as its call completes: the flag ends the loop anyway,
+            # and waiting with asyncio.wait never swallows our own cancel.
+            job.heartbeat_stopped = True
             heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await asyncio.wait({heartbeat}, timeout=self._options.publish_timeout)
 
     async def _convert(
         self, job: _Job
@@ -397,9 +419,8 @@ class Worker:
         try:
             result = await self._convert_input(job, data)
         except BaseException:
-            if not started.done():
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.shield(started)
+            # Whatever failed, `started` must land before the terminal event.
+            await asyncio.wait({started}, timeout=self._options.publish_timeout)
             raise
         await started
         return result
@@ -498,19 +519,14 @@ class Worker:
 
     @staticmethod
     def _output_key(request: events_pb2.JobRequest, extension: str) -> tuple[str, str]:
-        """The request's output key, else `output/{org}/{job}/{stem}{ext}`.
-
-        Deterministic per job, so a redelivery overwrites the same object.
-        """
-        if request.output_key:
-            return request.output_key, request.output_key.rsplit("/", 1)[-1]
-        stem = Path(request.input_file_name or keys.DEFAULT_FILE_NAME).stem
-        suffix = (
-            extension if extension.startswith(".") or not extension else f".{extension}"
+        """The request's output key, else one derived from the job."""
+        key = request.output_key or output_key_for(
+            request.organization_id,
+            request.job_id,
+            request.input_file_name,
+            extension,
         )
-        file_name = keys.sanitize_file_name(f"{stem or keys.DEFAULT_FILE_NAME}{suffix}")
-        key = keys.output_key(request.organization_id, request.job_id, file_name)
-        return key, file_name
+        return key, key.rsplit("/", 1)[-1]
 
     async def _heartbeat(self, job: _Job) -> None:
         """In-progress acks, progress events and a cancellation check."""
@@ -518,8 +534,10 @@ class Worker:
         tick = min(interval, self._options.progress_interval or interval)
         last_beat = time.monotonic()
         job.last_progress_time = last_beat
-        while True:
+        while not job.heartbeat_stopped:
             await asyncio.sleep(tick)
+            if job.heartbeat_stopped:
+                return
             now = time.monotonic()
             if now - last_beat >= interval:
                 last_beat = now
@@ -668,6 +686,10 @@ class Worker:
 
         If the event cannot be published the message is naked instead: the
         next delivery publishes it (the event id makes that safe).
+
+        TODO: when that happens on the last allowed delivery, the next one is
+        dead-lettered although the output was stored; telling "only the event
+        was lost" apart would need the outcome kept beside the error record.
         """
         try:
             await self._publish(job, event_type, **fields)

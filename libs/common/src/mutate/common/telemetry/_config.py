@@ -180,9 +180,7 @@ class TelemetrySettings:
         """Whether an SDK tracer provider is installed at all."""
         if self.sdk_disabled:
             return False
-        return bool(
-            self.trace_file or self.trace_exporters or self.traces_exporter
-        )
+        return bool(self.trace_file or self.trace_exporters or self.traces_exporter)
 
     def traces_url(self) -> str:
         if self.otlp_traces_endpoint:
@@ -226,7 +224,9 @@ def make_sampler(name: str, arg: str) -> sampling.Sampler:
         try:
             ratio = float(arg)
         except ValueError:
-            raise SettingsError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a number") from None
+            raise SettingsError(
+                f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a number"
+            ) from None
         if not 0.0 <= ratio <= 1.0:
             raise SettingsError("OTEL_TRACES_SAMPLER_ARG must be within 0..1")
     samplers: dict[str, sampling.Sampler] = {

@@ -102,7 +102,7 @@ class ConfigurationServicer(public_api_pb2_grpc.ConfigurationServiceServicer):
         self, request: pb.ListConfigurationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConfigurationsResponse:
         principal = await self._auth.principal(context)
-        items, token = await self._store.list(
+        items, token = await self._store.list_configurations(
             principal.organization_id,
             page_size=request.page_size,
             page_token=request.page_token,

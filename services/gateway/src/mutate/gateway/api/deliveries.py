@@ -7,7 +7,7 @@ organization never sees another's deliveries.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -66,12 +66,13 @@ class DeliveryServicer(public_api_pb2_grpc.DeliveryServiceServicer):
         self, request: pb.RedeliverDeliveryRequest, context: grpc.aio.ServicerContext
     ) -> wh.Delivery:
         principal = await self._auth.principal(context)
-        return await self._forwarder.call(
+        reply = await self._forwarder.call(
             "RedeliverDelivery",
             wh.NotifierRedeliverRequest(
                 organization_id=principal.organization_id, id=request.id
             ),
         )
+        return cast(wh.Delivery, reply)
 
     async def RecoverDeliveries(
         self, request: pb.RecoverDeliveriesRequest, context: grpc.aio.ServicerContext
@@ -99,12 +100,13 @@ class DeliveryServicer(public_api_pb2_grpc.DeliveryServiceServicer):
                 "url is required", field_violations=[("url", "required")]
             )
         url = await self._webhook_urls.check(request.url, field="url")
-        return await self._forwarder.call(
+        reply = await self._forwarder.call(
             "SendTestWebhook",
             wh.NotifierSendTestRequest(
                 organization_id=principal.organization_id, url=url
             ),
         )
+        return cast(wh.Delivery, reply)
 
     async def RotateWebhookSecret(
         self, request: pb.RotateWebhookSecretRequest, context: grpc.aio.ServicerContext
@@ -115,4 +117,5 @@ class DeliveryServicer(public_api_pb2_grpc.DeliveryServiceServicer):
         )
         if request.HasField("overlap"):
             forwarded.overlap.CopyFrom(request.overlap)
-        return await self._forwarder.call("RotateSigningSecret", forwarded)
+        reply = await self._forwarder.call("RotateSigningSecret", forwarded)
+        return cast(wh.SigningSecret, reply)

@@ -130,7 +130,7 @@ class JobServicer(public_api_pb2_grpc.JobServiceServicer):
                 "created_after must be before created_before",
                 field_violations=[("created_after", "not before created_before")],
             )
-        rows, token = await self._store.list(
+        rows, token = await self._store.list_jobs(
             principal.organization_id,
             JobFilter(
                 status=convert.STATUS_NAMES.get(request.status, ""),

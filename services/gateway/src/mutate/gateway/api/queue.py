@@ -96,7 +96,7 @@ class QueueServicer(public_api_pb2_grpc.QueueServiceServicer):
     ) -> pb.ListJobsResponse:
         principal = await self._auth.principal(context)
         scope = None if principal.is_operator else principal.organization_id
-        rows, token = await self._store.list(
+        rows, token = await self._store.list_jobs(
             scope,
             JobFilter(status="dead_lettered"),
             page_size=request.page_size,
