@@ -42,7 +42,7 @@ GATEWAY_ENV = {
 }
 TRANSFORMER_ENV = {
     # Each conversion idles this long first, so a test can cancel mid-job.
-    "MUTATE_TEST_ENGINE_DELAY_MS": "300",
+    "MUTATE_TEST_ENGINE_DELAY_MS": "1000",
     "MUTATE_WORKER_FETCH_TIMEOUT_MS": "200",
     "MUTATE_SHUTDOWN_GRACE_MS": "2000",
 }

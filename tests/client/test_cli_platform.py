@@ -232,24 +232,20 @@ def test_jobs_get_list_download_deliveries(
         assert deliveries.stdout.split()[0] == "ID"
 
 
-def test_jobs_cancel_then_retry(cli: Cli) -> None:
+def test_jobs_cancel_then_retry(cli: Cli, client: MutateClient) -> None:
     config_id = create_config(cli, KANSAS)
-    source = corpus_file(KANSAS_CSV)
-    submitted = cli(
-        "jobs", "submit", str(source), "--config", config_id, "--mode", "async",
-        "--json",
-    )  # fmt: skip
-    job_id = json.loads(submitted.stdout)["id"]
+    # Submitted in-process, so the cancel lands within the engine's delay.
+    job = client.submit(corpus_file(KANSAS_CSV), config_id, mode="async")
 
-    cancelled = cli("jobs", "cancel", job_id, "--json")
+    cancelled = cli("jobs", "cancel", job.id, "--json")
     assert cancelled.code == 0, cancelled.stderr
-    waited = cli("jobs", "wait", job_id, "--wait-timeout", "30")
+    waited = cli("jobs", "wait", job.id, "--wait-timeout", "30")
     assert waited.code == 1 and "cancelled" in waited.stderr
 
-    retried = cli("jobs", "retry", job_id, "--json")
+    retried = cli("jobs", "retry", job.id, "--json")
     assert retried.code == 0, retried.stderr
     assert json.loads(retried.stdout)["attempt"] == 2
-    finished = cli("jobs", "wait", job_id, "--no-download", "--json")
+    finished = cli("jobs", "wait", job.id, "--no-download", "--json")
     assert finished.code == 0, finished.stderr
     assert json.loads(finished.stdout)["status"] == "COMPLETED"
 
@@ -278,7 +274,8 @@ def test_queue_stats(cli: Cli) -> None:
 
     machine = cli("queue", "stats", "--json")
     assert machine.code == 0
-    assert json.loads(machine.stdout)["allOrganizations"] is False or True
+    # A tenant key sees its own figures (proto3 JSON omits the false flag).
+    assert json.loads(machine.stdout).get("allOrganizations", False) is False
 
 
 # ------------------------------------------------------------ the library

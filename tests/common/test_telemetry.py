@@ -59,6 +59,8 @@ def test_setup_with_nothing_set_is_a_no_op(capfd, no_connections) -> None:
     assert not telemetry.tracing_enabled
     assert not telemetry.metrics_enabled
     assert telemetry.metrics_port == 0
+    assert telemetry.server_interceptors() == []
+    assert telemetry.client_interceptors() == []
     with telemetry.tracer("test").start_as_current_span("x") as span:
         assert not span.is_recording()
     telemetry.metrics.job_finished(outcome="completed", mode="sync", duration=1.0)
@@ -152,9 +154,11 @@ def test_trace_file_holds_otlp_json_lines(tmp_path: Path) -> None:
         "storage", env={"MUTATE_TRACE_FILE": str(path), **FAST}, install_global=False
     )
     tracer = telemetry.tracer("test")
-    with tracer.start_as_current_span("parent", attributes={"mutate.job_id": "j1"}):
-        with tracer.start_as_current_span("child") as child:
-            child_id = format(child.get_span_context().span_id, "016x")
+    with (
+        tracer.start_as_current_span("parent", attributes={"mutate.job_id": "j1"}),
+        tracer.start_as_current_span("child") as child,
+    ):
+        child_id = format(child.get_span_context().span_id, "016x")
     assert telemetry.shutdown(timeout=5)
 
     first = json.loads(path.read_text().splitlines()[0])
@@ -265,9 +269,9 @@ def test_prometheus_scrape_endpoint() -> None:
     assert _sample(text, "mutate_storage_io_bytes_total", direction="out") == 1000
     assert _sample(text, "mutate_webhook_attempts_total", outcome="delivered") == 1
     assert _sample(text, "mutate_queue_lag_seconds_sum") == pytest.approx(0.3)
-    # Shut down: the port is free again.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
+    # Shut down: nothing listens any more.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
 
 
 def _sample(text: str, name: str, **labels: str) -> float | None:

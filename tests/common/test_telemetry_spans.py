@@ -124,9 +124,7 @@ async def test_event_publish_is_named_by_template_and_errors_recorded(
     assert consumer.events[0].name == "exception"
 
 
-async def test_producer_span_injects_into_core_nats_headers(
-    spans, nats_client
-) -> None:
+async def test_producer_span_injects_into_core_nats_headers(spans, nats_client) -> None:
     sub = await nats_client.subscribe("telemetry.test")
     headers: dict[str, str] = {}
     with producer_span("telemetry.test", headers, job_id="j3") as span:
@@ -211,9 +209,7 @@ async def test_grpc_server_span_is_child_of_client_span(spans, stub) -> None:
 async def _client_server(exporter, name: str) -> tuple[ReadableSpan, ReadableSpan]:  # type: ignore[no-untyped-def]
     # The server span may end a moment after the client has its answer.
     for _ in range(200):
-        found = {
-            s.kind: s for s in exporter.get_finished_spans() if s.name == name
-        }
+        found = {s.kind: s for s in exporter.get_finished_spans() if s.name == name}
         if SpanKind.CLIENT in found and SpanKind.SERVER in found:
             return found[SpanKind.CLIENT], found[SpanKind.SERVER]
         await asyncio.sleep(0.01)
@@ -369,7 +365,9 @@ def test_log_lines_carry_the_current_trace_and_job(spans, capsys) -> None:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
 
-    inside, outside = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    inside, outside = (
+        json.loads(line) for line in capsys.readouterr().err.splitlines()
+    )
     context = span.get_span_context()
     assert inside["trace_id"] == format(context.trace_id, "032x")
     assert inside["span_id"] == format(context.span_id, "016x")

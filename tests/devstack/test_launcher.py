@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +31,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def home() -> Any:
+def home() -> Iterator[Path]:
     # Directly in the temp dir, not in pytest's private tree: see
     # devstack_dir for why PostgreSQL data must not sit under it.
-    import shutil
-    import tempfile
-
     path = Path(tempfile.mkdtemp(prefix="mutate-dev-test-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -51,9 +51,9 @@ def port_args() -> list[str]:
 class Launcher:
     """One `mutate-dev infra` subprocess and what it reported."""
 
-    def __init__(self, home: Path, port_args: list[str]) -> None:
+    def __init__(self, home: Path, port_args: list[str], log: Path) -> None:
         self.home = home
-        self.log = (home.parent / f"{home.name}-launcher.log").open("ab")
+        self.log = log.open("ab")
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -127,9 +127,9 @@ def _assert_nothing_left(launcher: Launcher, pids: list[int]) -> None:
 
 
 async def test_launcher_stops_cleanly_and_finds_its_data_again(
-    home: Path, port_args: list[str]
+    home: Path, port_args: list[str], tmp_path: Path
 ) -> None:
-    first = Launcher(home, port_args)
+    first = Launcher(home, port_args, tmp_path / "launcher.log")
     bucket = first.state["s3"]["bucket"]
     first.s3().put_object(bucket, "kept.txt", io.BytesIO(b"kept"), 4)
     with psycopg.connect(first.state["database_url"], autocommit=True) as conn:
@@ -142,7 +142,7 @@ async def test_launcher_stops_cleanly_and_finds_its_data_again(
     _assert_nothing_left(first, pids)
     assert not (home / "stack.json").exists()
 
-    second = Launcher(home, port_args)
+    second = Launcher(home, port_args, tmp_path / "launcher.log")
     assert second.s3().get_object(bucket, "kept.txt").read() == b"kept"
     with psycopg.connect(second.state["database_url"]) as conn:
         assert conn.execute("SELECT count(*) FROM kept").fetchone() == (1,)
@@ -154,9 +154,9 @@ async def test_launcher_stops_cleanly_and_finds_its_data_again(
 
 
 def test_launcher_killed_leaves_nothing_behind(
-    home: Path, port_args: list[str]
+    home: Path, port_args: list[str], tmp_path: Path
 ) -> None:
-    launcher = Launcher(home, port_args)
+    launcher = Launcher(home, port_args, tmp_path / "launcher.log")
     pids = launcher.owned_pids()
     assert len(pids) >= 5  # launcher, reaper, nats, weed, postmaster
 
@@ -166,9 +166,9 @@ def test_launcher_killed_leaves_nothing_behind(
 
 
 def test_launcher_refuses_a_second_run_on_the_same_folder(
-    home: Path, port_args: list[str]
+    home: Path, port_args: list[str], tmp_path: Path
 ) -> None:
-    first = Launcher(home, port_args)
+    first = Launcher(home, port_args, tmp_path / "launcher.log")
     try:
         second = subprocess.run(
             [sys.executable, "-m", "mutate.devstack.cli", "infra", "--home", str(home)],

@@ -107,6 +107,7 @@ class MutateClient:
         stream_max_bytes: int = 48 * 1024 * 1024,
         chunk_bytes: int = 1024 * 1024,
         transfer_timeout: float = 300.0,
+        settle_timeout: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if isinstance(retries, int):
@@ -118,6 +119,7 @@ class MutateClient:
         self.stream_max_bytes = min(stream_max_bytes, MAX_MESSAGE_BYTES)
         self.chunk_bytes = chunk_bytes
         self.transfer_timeout = transfer_timeout
+        self.settle_timeout = settle_timeout
         self._sleep = sleep
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {api_key}"),) if api_key else ()
@@ -573,7 +575,31 @@ class MutateClient:
             if on_update is not None:
                 on_update(job)
         assert final is not None  # watch yields at least once or raises
+        self._settle(final)
         return final
+
+    def _settle(self, final: job_pb2.Job) -> None:
+        """Wait until GetJob (and so GetJobDownload) agrees with the watch.
+
+        TODO: the gateway's WatchJob merges job events as they arrive, so it
+        can report COMPLETED before its projector has written the job row;
+        a download right then is refused with JOB_NOT_COMPLETED. Until the
+        gateway orders the two, poll the row for a bounded time.
+        """
+        deadline = time.monotonic() + self.settle_timeout
+        delay = 0.05
+        while time.monotonic() < deadline:
+            current = self.get_job(final.id)
+            if current.attempt > final.attempt or (
+                current.attempt == final.attempt and current.status == final.status
+            ):
+                return
+            self._sleep(delay)
+            delay = min(delay * 2, 1.0)
+        logger.warning(
+            "job row still behind its watch",
+            extra={"job_id": final.id, "status": final.status},
+        )
 
     # ------------------------------------------------------------ webhooks
 

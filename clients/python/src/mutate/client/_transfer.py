@@ -14,8 +14,6 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-import httpx
-
 from mutate.client._errors import TransferError
 
 logger = logging.getLogger(__name__)
@@ -28,6 +26,8 @@ ByteProgress = Callable[[int, int], None]
 
 @contextlib.contextmanager
 def _translated(what: str) -> Iterator[None]:
+    import httpx
+
     try:
         yield
     except httpx.HTTPStatusError as exc:
@@ -48,6 +48,8 @@ def put_file(
     verify: bool = True,
 ) -> None:
     """PUT the file at `path` to a presigned URL, streamed from disk."""
+    import httpx  # here, not at the top: it doubles the CLI's start-up time
+
     size = path.stat().st_size
     logger.info("uploading", extra={"bytes": size, "file": path.name})
     with (
@@ -77,6 +79,8 @@ def get_file(
     Bytes go to a temporary file beside the destination, renamed over it once
     complete: a failed download never leaves a truncated output behind.
     """
+    import httpx
+
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(
         prefix=f".{destination.name}.", suffix=".part", dir=destination.parent

@@ -149,4 +149,5 @@ def message_age(msg: Msg) -> float | None:
     metadata = _metadata(msg)
     if metadata is None or metadata.timestamp is None:
         return None
-    return max(0.0, time.time() - metadata.timestamp.timestamp())
+    stored: float = metadata.timestamp.timestamp()
+    return max(0.0, time.time() - stored)

@@ -75,7 +75,7 @@ def _db_span(cursor: psycopg.AsyncCursor[Any], query: Any) -> Iterator[None]:
 class TracedAsyncCursor(psycopg.AsyncCursor[Row]):
     """An AsyncCursor whose statements are CLIENT spans (`db.*` attributes)."""
 
-    async def execute(  # type: ignore[override]
+    async def execute(
         self, query: Any, params: Any = None, **kwargs: Any
     ) -> TracedAsyncCursor[Row]:
         with _db_span(self, query):

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
@@ -149,6 +150,7 @@ def _handler_class(receiver: OtlpReceiver) -> type[http.server.BaseHTTPRequestHa
             if self.headers.get_content_type() != _PROTOBUF:
                 self._reply(415, b"only application/x-protobuf is supported")
                 return
+            response: Message
             if self.path == "/v1/traces":
                 request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
                 receiver._add_traces(request)
