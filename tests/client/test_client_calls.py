@@ -40,6 +40,7 @@ class ScriptedJobs(public_api_pb2_grpc.JobServiceServicer):
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.uploaded = b""
         self.watch_script: list[list[Job]] = []
+        self.row_lag = 0
         self._lock = threading.Lock()
 
     def _record(self, name: str, context: grpc.ServicerContext) -> None:
@@ -87,7 +88,13 @@ class ScriptedJobs(public_api_pb2_grpc.JobServiceServicer):
                 (("grpc-status-details-bin", status.SerializeToString()),)
             )
             context.abort(grpc.StatusCode.NOT_FOUND, "job job_missing not found")
-        return Job(id=request.id, status=Job.COMPLETED)
+        with self._lock:
+            lagging = self.row_lag > 0
+            self.row_lag -= 1
+        # The job row may trail the watch (see MutateClient._settle).
+        return Job(
+            id=request.id, status=Job.RUNNING if lagging else Job.COMPLETED, attempt=1
+        )
 
     def WatchJob(self, request: Any, context: grpc.ServicerContext) -> Iterator[Job]:
         self._record("WatchJob", context)
@@ -201,6 +208,7 @@ def test_watch_reopens_a_broken_stream(jobs: tuple[ScriptedJobs, str]) -> None:
             Job(id="job_1", status=Job.COMPLETED, attempt=1),
         ],
     ]
+    servicer.row_lag = 2
     seen: list[tuple[int, int]] = []
     with client_for(address) as client:
         final = client.wait(
@@ -209,7 +217,10 @@ def test_watch_reopens_a_broken_stream(jobs: tuple[ScriptedJobs, str]) -> None:
 
     assert final.status == Job.COMPLETED
     assert seen == [(1, 0), (2, 0), (2, 50), (3, 0)]
-    assert [name for name, _ in servicer.calls].count("WatchJob") == 2
+    names = [name for name, _ in servicer.calls]
+    assert names.count("WatchJob") == 2
+    # wait() returns once GetJob agrees, so a download right after works.
+    assert names.count("GetJob") == 3
 
 
 def test_closed_client_refuses_calls(jobs: tuple[ScriptedJobs, str]) -> None:

@@ -581,10 +581,11 @@ class MutateClient:
     def _settle(self, final: job_pb2.Job) -> None:
         """Wait until GetJob (and so GetJobDownload) agrees with the watch.
 
-        TODO: the gateway's WatchJob merges job events as they arrive, so it
-        can report COMPLETED before its projector has written the job row;
-        a download right then is refused with JOB_NOT_COMPLETED. Until the
-        gateway orders the two, poll the row for a bounded time.
+        A safety net: the gateway's WatchJob now ends only on a terminal
+        state its job row already has (tests/gateway/test_watch.py), so this
+        returns after one GetJob. Kept for older gateways, whose watch could
+        report COMPLETED before the row (a download then was refused with
+        JOB_NOT_COMPLETED); it polls the row for a bounded time.
         """
         deadline = time.monotonic() + self.settle_timeout
         delay = 0.05

@@ -4,6 +4,8 @@
     mutate-dev up --only-infra # just NATS, SeaweedFS S3 and PostgreSQL
     mutate-dev infra           # same as `up --only-infra`
     mutate-dev env gateway     # the variables to run one service by hand
+    mutate-dev up --trace      # services trace into $MUTATE_DEV_HOME/traces.jsonl
+    mutate-dev trace JOB_ID    # that job's span tree (no JOB_ID: list traces)
 
 Everything stays in the foreground; Ctrl-C (or SIGTERM) stops it all.
 """
@@ -34,6 +36,9 @@ from mutate.devstack.launcher import (
 )
 
 logger = logging.getLogger("mutate.devstack")
+
+# Where `up --trace` has the services write their spans, in the data folder.
+TRACE_FILE_NAME = "traces.jsonl"
 
 
 class _Stop(BaseException):
@@ -77,7 +82,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start only NATS, SeaweedFS and PostgreSQL",
     )
+    up.add_argument(
+        "--trace",
+        action="store_true",
+        help=f"services write their spans to {TRACE_FILE_NAME} in the data "
+        "folder (see `mutate-dev trace`)",
+    )
     commands.add_parser("infra", parents=[common], help="same as up --only-infra")
+
+    trace = commands.add_parser(
+        "trace",
+        parents=[common],
+        help="print a job's trace from a platform started with up --trace",
+    )
+    trace.add_argument("job_id", nargs="?", default="", help="default: list traces")
+    trace.add_argument("--attributes", action="store_true", help="show attributes")
 
     env = commands.add_parser(
         "env", parents=[common], help="print the environment of one service"
@@ -87,11 +106,38 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, *, only_infra: bool) -> PlatformConfig:
+    home = args.home or default_home()
+    env = trace_environment(home) if getattr(args, "trace", False) else {}
     return PlatformConfig(
-        home=args.home or default_home(),
+        home=home,
         ports=resolve_ports(dict(args.port)),
         only_infra=only_infra,
+        env=env,
     )
+
+
+def trace_environment(home: Path) -> dict[str, str]:
+    """What turns tracing on for every service: one shared trace file.
+
+    Each service appends whole batches (one line each), so one file serves
+    all four. Nothing is exported over the network unless the caller's own
+    OTEL_* variables say so.
+    """
+    return {
+        "MUTATE_TRACE_FILE": str(home.resolve() / TRACE_FILE_NAME),
+        # Spans land in the file within half a second of ending.
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+    }
+
+
+def _run_trace(home: Path, job_id: str, *, attributes: bool) -> int:
+    from mutate.common import tracecli
+
+    path = str(home.resolve() / TRACE_FILE_NAME)
+    if not job_id:
+        return tracecli.main(["list", "--file", path])
+    argv = ["show", job_id, "--file", path]
+    return tracecli.main([*argv, "--attributes"] if attributes else argv)
 
 
 def _run_up(config: PlatformConfig) -> int:
@@ -164,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "env":
             config = _config(args, only_infra=True)
             return _run_env(config, cast(stk.ServiceName, args.service))
+        if args.command == "trace":
+            home = args.home or default_home()
+            return _run_trace(home, args.job_id, attributes=args.attributes)
         only_infra = args.command == "infra" or args.only_infra
         return _run_up(_config(args, only_infra=only_infra))
     except ValueError as exc:

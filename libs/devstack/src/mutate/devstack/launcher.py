@@ -9,6 +9,7 @@ data of the first. With `only_infra` it stops after the three servers.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import getpass
 import json
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from mutate.devstack import _proc
 from mutate.devstack import stack as stk
 from mutate.devstack.processes import ServiceProcess
 from mutate.devstack.servers import (
@@ -105,6 +107,20 @@ class PlatformConfig:
     bucket: str = DEV_BUCKET
     database: str = DEV_DATABASE
     service_start_timeout: float = 60.0
+    base_env: Mapping[str, str] | None = field(default=None, repr=False)
+    """Environment the services start from; None means os.environ (a
+    developer may mean what their shell carries). The test harness passes
+    `stack.clean_environment()`."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Settings for every service, the migrations and the NATS topology."""
+    service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Settings for one service (key: service name, or `worker` for the
+    transformer's queue workers only), applied after `env`."""
+    workers: int = 0
+    """0: the transformer runs `serve --with-worker` (one process); N > 0:
+    `serve` plus N separate `work` processes."""
+    create_dev_key: bool = True
+    """Create the `dev` organization and print a key for it."""
 
 
 class PlatformLockedError(RuntimeError):
@@ -145,6 +161,7 @@ class Platform:
         self.processes: list[ServiceProcess] = []
         self.stack: stk.StackInfo | None = None
         self.api_key: str | None = None
+        self.worker_ports: list[int] = []
         self._lock_file: IO[str] | None = None
 
     @property
@@ -263,22 +280,85 @@ class Platform:
             self.config.database, if_missing=True
         )
         self.stack = self.stack_info(database_url)
-        stk.ensure_topology(self.nats.url, required=not self.config.only_infra)
+        stk.ensure_topology(
+            self.nats.url,
+            env=self._base_env(),
+            required=not self.config.only_infra,
+        )
+
+    def _base_env(self) -> dict[str, str]:
+        """Where every service command starts from: base, then `env`."""
+        base = os.environ if self.config.base_env is None else self.config.base_env
+        return {**base, **self.config.env}
+
+    def service_extra_env(self, service: str) -> dict[str, str]:
+        """Settings applied last to `service` (`worker`: a queue worker)."""
+        extra = dict(self.config.env)
+        if service == "worker":
+            extra.update(self.config.service_env.get("transformer", {}))
+        extra.update(self.config.service_env.get(service, {}))
+        return extra
+
+    def start_worker(self, *, wait: bool = True) -> ServiceProcess:
+        """Start one more `mutate-transformer work` process (own health port)."""
+        assert self.stack is not None
+        port = _proc.free_port()
+        self.worker_ports.append(port)
+        # The worker serves only gRPC health, on its own port: the stack it
+        # is given differs from the platform's in the transformer's port.
+        stack = dataclasses.replace(
+            self.stack,
+            ports=dataclasses.replace(self.stack.ports, transformer=port),
+        )
+        index = len(self.worker_ports)
+        process = stk.start_service(
+            stack,
+            "transformer",
+            log_dir=self.log_dir,
+            args=["work"],
+            base_env=self._base_env(),
+            extra_env=self.service_extra_env("worker"),
+            wait=False,
+            start_timeout=self.config.service_start_timeout,
+            name=f"worker-{index}",
+        )
+        self.processes.append(process)
+        if wait:
+            process.wait_healthy()
+        return process
 
     def _start_services(self) -> None:
         assert self.stack is not None
-        stk.run_migrations(self.stack, log_dir=self.log_dir)
+        base_env = self._base_env()
+        stk.run_migrations(self.stack, log_dir=self.log_dir, base_env=base_env)
+        workers: list[ServiceProcess] = []
         for service in stk.SERVICES:
+            args = None
+            if service == "transformer" and self.config.workers > 0:
+                args = ["serve"]
             process = stk.start_service(
                 self.stack,
                 service,
                 log_dir=self.log_dir,
+                args=args,
+                base_env=base_env,
+                extra_env=self.service_extra_env(service),
                 wait=False,
                 start_timeout=self.config.service_start_timeout,
             )
             self.processes.append(process)
+            if args is not None:
+                # Workers start while the transformer's server does.
+                workers = [
+                    self.start_worker(wait=False) for _ in range(self.config.workers)
+                ]
             process.wait_healthy()
-        self.api_key = stk.create_dev_api_key(self.stack, log_dir=self.log_dir)
+        for worker in workers:
+            worker.wait_healthy()
+        if self.config.create_dev_key:
+            self.api_key = stk.create_dev_api_key(
+                self.stack, log_dir=self.log_dir, base_env=base_env
+            )
 
     def _write_state(self) -> None:
         assert self.stack is not None

@@ -25,6 +25,7 @@ import pytest
 import pytest_asyncio
 
 from mutate.devstack import stack as stk
+from mutate.devstack.harness import PlatformHarness, start_platform
 from mutate.devstack.processes import ServiceProcess
 from mutate.devstack.servers import NatsServer, PostgresServer, S3Server, Server
 
@@ -353,3 +354,54 @@ def _stop_all(processes: list[ServiceProcess], *, show_logs: bool) -> None:
                 f"--- log of {process.name} ({process.log_path}):\n"
                 f"{process.log_text()[-8000:]}\n"
             )
+
+
+# --- the whole platform ------------------------------------------------------------
+
+
+class PlatformFactory(Protocol):
+    def __call__(
+        self,
+        *,
+        env: dict[str, str] | None = None,
+        per_service_env: dict[str, dict[str, str]] | None = None,
+        workers: int = 1,
+        webhook_allowed_networks: str = ...,
+        test_defaults: bool = True,
+    ) -> PlatformHarness: ...
+
+
+@pytest.fixture
+def platform_factory(
+    request: pytest.FixtureRequest, server_dir: Callable[[str], Path]
+) -> Iterator[PlatformFactory]:
+    """`platform_factory(env=..., per_service_env=..., workers=N)`: a whole
+    platform of the test's own (its own NATS, S3, PostgreSQL and services;
+    see `mutate.devstack.harness.start_platform`), stopped at teardown, with
+    the services' logs printed when the test failed."""
+    started: list[PlatformHarness] = []
+
+    def make(**kwargs: Any) -> PlatformHarness:
+        platform = start_platform(server_dir("platform"), **kwargs)
+        started.append(platform)
+        return platform
+
+    yield make
+    for platform in reversed(started):
+        _stop_platform(platform, show_logs=_failed(request))
+
+
+@pytest.fixture(scope="session")
+def shared_platform(devstack_dir: Path) -> Iterator[PlatformHarness]:
+    """One whole platform with the harness defaults (one queue worker),
+    shared by the session: isolate tests by tenant (`create_tenant()`), and
+    never stop, kill or reconfigure anything of it (use `platform_factory`)."""
+    platform = start_platform(devstack_dir / "shared-platform")
+    yield platform
+    _stop_platform(platform, show_logs=False)
+
+
+def _stop_platform(platform: PlatformHarness, *, show_logs: bool) -> None:
+    if show_logs:
+        sys.stderr.write(platform.all_logs() + "\n")
+    platform.stop()

@@ -22,6 +22,7 @@ from mutate.common import logs
 from mutate.common.errors import MutateError
 from mutate.common.grpc_server import wait_for_signal
 from mutate.common.settings import SettingsError, load, redacted
+from mutate.common.telemetry import Telemetry, setup_telemetry
 from mutate.gateway import admin
 from mutate.gateway.app import Gateway, apply_migrations
 from mutate.gateway.settings import GatewaySettings
@@ -60,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(settings: GatewaySettings) -> int:
-    gateway = Gateway(settings)
+async def _serve(settings: GatewaySettings, telemetry: Telemetry) -> int:
+    gateway = Gateway(settings, telemetry=telemetry)
     try:
         await gateway.start()
         received = await wait_for_signal()
@@ -75,7 +76,13 @@ def _run(args: argparse.Namespace, settings: GatewaySettings) -> int:
     command = args.command or "serve"
     if command == "serve":
         logger.info("starting", extra={"settings": str(redacted(settings))})
-        return asyncio.run(_serve(settings))
+        # Only the server is traced; admin commands and migrate are not.
+        telemetry = setup_telemetry("gateway", env=os.environ)
+        try:
+            return asyncio.run(_serve(settings, telemetry))
+        finally:
+            # Last: the spans of the final calls are queued by now.
+            telemetry.shutdown(timeout=max(1.0, settings.shutdown_grace))
     if command == "migrate":
         applied = apply_migrations(settings)
         print("\n".join(applied) if applied else "database schema up to date")
@@ -113,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MutateError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    except SettingsError as exc:
+        # A malformed OTEL_* variable, read when the server starts.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from nats.aio.client import Client as NatsClient
 from mutate.common import migrations, netguard, topology
 from mutate.common.grpc_server import GrpcServer, ServiceRegistration
 from mutate.common.storage_client import StorageClient
+from mutate.common.telemetry import NOOP_METRICS, Telemetry
+from mutate.gateway import backends
 from mutate.gateway.api._auth import Auth
 from mutate.gateway.api.api_keys import ApiKeyServicer
 from mutate.gateway.api.configurations import ConfigurationServicer
@@ -80,8 +82,11 @@ def loopback_target(host: str, port: int) -> str:
 class Gateway:
     """One gateway replica."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(
+        self, settings: GatewaySettings, *, telemetry: Telemetry | None = None
+    ) -> None:
         self.settings = settings
+        self.telemetry = telemetry
         self.state = GatewayState.NEW
         self.grpc_port = 0
         self.db: Database | None = None
@@ -104,6 +109,7 @@ class Gateway:
             min_size=s.database_pool_min,
             max_size=s.database_pool_max,
             timeout=s.database_timeout,
+            traced=bool(self.telemetry and self.telemetry.tracing_enabled),
         )
         await self.db.open(wait_timeout=s.database_timeout)
         self.nc = await nats.connect(
@@ -124,8 +130,12 @@ class Gateway:
         )
         cancellations = await js.key_value(topology.CANCELLATIONS_BUCKET)
 
+        telemetry = self.telemetry
+        traced = telemetry.client_interceptors() if telemetry else []
+        metrics = telemetry.metrics if telemetry else NOOP_METRICS
+        storage_channel = backends.channel(s.storage_address, interceptors=traced)
         storage = StorageClient(
-            s.storage_address,
+            storage_channel,
             timeout=s.rpc_timeout,
             stream_timeout=s.transform_timeout,
         )
@@ -133,9 +143,12 @@ class Gateway:
             s.transformer_address,
             timeout=s.rpc_timeout,
             transform_timeout=s.transform_timeout,
+            interceptors=traced,
         )
-        notifier = Notifier(s.notifier_address, timeout=s.rpc_timeout)
-        self._clients = [storage, transformer, notifier]
+        notifier = Notifier(
+            s.notifier_address, timeout=s.rpc_timeout, interceptors=traced
+        )
+        self._clients = [storage, storage_channel, transformer, notifier]
 
         tenancy = TenancyStore(self.db)
         auth = Auth(
@@ -165,10 +178,12 @@ class Gateway:
                 publish_timeout=s.nats_publish_timeout,
             ),
             webhook_urls=webhook_urls,
+            metrics=metrics,
         )
         deliveries = DeliveryForwarder(notifier)
         p = public_api_pb2_grpc
         self.server = GrpcServer(
+            interceptors=telemetry.server_interceptors() if telemetry else (),
             host=s.grpc_host,
             port=s.grpc_port,
             services=[
@@ -234,6 +249,7 @@ class Gateway:
             batch=s.projector_batch,
             fetch_wait=s.projector_fetch_wait,
             retry_delay=s.projector_retry_delay,
+            metrics=metrics,
         )
         await self.projector.start()
         self.sweeper = Sweeper(
@@ -275,6 +291,9 @@ class Gateway:
             port=self.settings.http_port,
             grpc_target=self.grpc_target,
             settings=self.settings,
+            tracer=self.telemetry.tracer("mutate.gateway.rest")
+            if self.telemetry and self.telemetry.tracing_enabled
+            else None,
         )
         return server
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import grpc
@@ -41,17 +41,27 @@ def _translated(what: str) -> Iterator[None]:
         raise from_rpc_error(exc, what=what) from exc
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+def channel(
+    address: str, *, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+) -> grpc.aio.Channel:
+    """A channel to another service; `interceptors` add client spans."""
+    return grpc.aio.insecure_channel(
+        address, options=_CHANNEL_OPTIONS, interceptors=list(interceptors) or None
+    )
 
 
 class Transformer:
     """The transformer's gRPC API: Transform, ValidateConfiguration, Preview."""
 
     def __init__(
-        self, address: str, *, timeout: float, transform_timeout: float
+        self,
+        address: str,
+        *,
+        timeout: float,
+        transform_timeout: float,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
-        self._channel = channel(address)
+        self._channel = channel(address, interceptors=interceptors)
         self._stub = transformer_pb2_grpc.TransformerServiceStub(self._channel)
         self._timeout = timeout
         self._transform_timeout = transform_timeout
@@ -89,8 +99,14 @@ class Transformer:
 class Notifier:
     """The notifier's internal API; every call names the organization."""
 
-    def __init__(self, address: str, *, timeout: float) -> None:
-        self._channel = channel(address)
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
+        self._channel = channel(address, interceptors=interceptors)
         self._stub = webhook_pb2_grpc.NotifierServiceStub(self._channel)
         self._timeout = timeout
 

@@ -18,6 +18,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from mutate.common.errors import Unavailable
+from mutate.common.telemetry.psycopg import TracedAsyncCursor
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,16 @@ class Database:
         min_size: int,
         max_size: int,
         timeout: float,
+        traced: bool = False,
     ) -> Database:
+        """A pool; with `traced`, every statement is a CLIENT span."""
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "options": f"-c search_path={schema}",
+        }
+        if traced:
+            kwargs["cursor_factory"] = TracedAsyncCursor
         pool = psycopg_pool.AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -58,11 +68,7 @@ class Database:
             timeout=timeout,
             open=False,
             name="gateway",
-            kwargs={
-                "autocommit": True,
-                "row_factory": dict_row,
-                "options": f"-c search_path={schema}",
-            },
+            kwargs=kwargs,
         )
         return cls(pool)
 

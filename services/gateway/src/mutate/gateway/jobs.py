@@ -34,6 +34,7 @@ from mutate.common.errors import (
 )
 from mutate.common.logs import job_context
 from mutate.common.storage_client import StorageClient
+from mutate.common.telemetry import NOOP_METRICS, Metrics
 from mutate.gateway import convert, ids
 from mutate.gateway.backends import Transformer
 from mutate.gateway.configurations import ConfigurationStore
@@ -43,7 +44,14 @@ from mutate.gateway.job_store import (
     NewJob,
     check_idempotency_key,
 )
-from mutate.gateway.projection import RANKS, apply_event, merge_event, moves_forward
+from mutate.gateway.projection import (
+    RANKS,
+    TERMINAL_RANK,
+    apply_event,
+    count_finished,
+    merge_event,
+    moves_forward,
+)
 from mutate.gateway.settings import GatewaySettings
 from mutate.gateway.tenancy import Principal
 from mutate.gateway.webhook_urls import WebhookUrlChecker
@@ -167,8 +175,10 @@ class JobManager:
         transformer: Transformer,
         messaging: Messaging,
         webhook_urls: WebhookUrlChecker,
+        metrics: Metrics = NOOP_METRICS,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._db = db
         self._store = store
         self._configurations = configurations
@@ -520,7 +530,7 @@ class JobManager:
                 event.error.code = "CONVERSION_FAILED"
         event.execution_log.extend(response.execution_log)
         event.warnings.extend(response.warnings)
-        return convert.job(await self.record(event, row))
+        return convert.job(await self.record(event, row, mode="sync"))
 
     def _event(self, row: Row, event_type: int) -> JobEvent:
         event = JobEvent(
@@ -537,7 +547,7 @@ class JobManager:
         event.time.GetCurrentTime()
         return event
 
-    async def record(self, event: JobEvent, row: Row) -> Row:
+    async def record(self, event: JobEvent, row: Row, *, mode: str = "") -> Row:
         """Apply an event the gateway itself produced, then publish it.
 
         The row is written first so the answer reflects it; the event then
@@ -546,6 +556,8 @@ class JobManager:
         """
         async with self._db.connection() as conn:
             updated = await apply_event(conn, event)
+        if updated is not None:
+            count_finished(self._metrics, updated, mode=mode)
         try:
             await messaging.publish_event(
                 self._messaging.js, event, timeout=self._messaging.publish_timeout
@@ -649,7 +661,9 @@ class JobManager:
         Follows the job's events with a short-lived ordered consumer, so any
         replica can serve the watch whichever replica or worker moves the job;
         the row is re-read every MUTATE_WATCH_POLL_MS for changes that have no
-        event of their own (a retry) or whose event was missed.
+        event of their own (a retry) or whose event was missed. Started and
+        progress updates come from the events; a terminal state only once the
+        row has it, so GetJob and GetJobDownload agree with the watch's end.
         """
         org = principal.organization_id
         row = await self._store.get(org, job_id)
@@ -685,6 +699,21 @@ class JobManager:
                     attempt=state[0], rank=state[1], percent=state[2], event=event
                 ):
                     continue
+                if RANKS[event.type] == TERMINAL_RANK:
+                    # A terminal state is shown from the row, never from the
+                    # event alone: a client that downloads right after the
+                    # watch ends must find the row completed. Until the
+                    # projector writes it, the poll above picks it up later.
+                    settled = await self._settled_row(org, job_id, event)
+                    if settled is not None:
+                        state = (
+                            settled["attempt"],
+                            settled["event_rank"],
+                            settled["progress_percent"],
+                        )
+                        job = convert.job(settled)
+                        yield job
+                    continue
                 merge_event(job, event)
                 state = (event.attempt, RANKS[event.type], job.progress_percent)
                 yield job
@@ -693,6 +722,28 @@ class JobManager:
                 await subscription.unsubscribe()
             except nats.errors.Error:
                 logger.debug("watch subscription already gone")
+
+    async def _settled_row(self, org: str, job_id: str, event: JobEvent) -> Row | None:
+        """The job row once it holds `event`'s attempt ending, or None.
+
+        Re-reads quickly for at most one MUTATE_WATCH_POLL_MS (the projector
+        is usually milliseconds behind the event); None leaves it to the
+        watch's regular poll.
+        """
+        deadline = time.monotonic() + self._settings.watch_poll_interval
+        delay = 0.005
+        while True:
+            row = await self._store.find(job_id, org)
+            if row is None:
+                raise NotFound(f"job {job_id} was deleted")
+            if row["attempt"] > event.attempt or (
+                row["attempt"] == event.attempt and row["event_rank"] >= TERMINAL_RANK
+            ):
+                return row
+            if time.monotonic() + delay > deadline:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 _TERMINAL_VALUES = frozenset(

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from mutate.common.telemetry import Metrics
 from mutate.gateway import convert
 from mutate.gateway.db import Row
 from mutate.v1 import events_pb2, job_pb2
@@ -125,6 +126,25 @@ async def apply_event(
         event.time.GetCurrentTime()
     cur = await conn.execute(_sql_for(event), _params(event))
     return await cur.fetchone()
+
+
+def count_finished(metrics: Metrics, row: Row, *, mode: str = "") -> None:
+    """Count a job row that an event just made terminal (`mutate.jobs`).
+
+    Called where `apply_event` moved a row, so each attempt's end counts
+    once whichever replica or path applied it. `mode` is how it ran
+    (`sync`, `async`); by default the row's, an `auto` row counting as
+    `async` (the synchronous path names itself).
+    """
+    if row.get("event_rank") != TERMINAL_RANK:
+        return
+    if not mode:
+        mode = "sync" if row.get("mode") == "sync" else "async"
+    created, finished = row.get("created_at"), row.get("finished_at")
+    duration = None
+    if created is not None and finished is not None:
+        duration = (finished - created).total_seconds()
+    metrics.job_finished(outcome=row["status"], mode=mode, duration=duration)
 
 
 def moves_forward(*, attempt: int, rank: int, percent: int, event: JobEvent) -> bool:

@@ -22,8 +22,9 @@ from nats.js import JetStreamContext
 from mutate.common import messaging, topology
 from mutate.common.errors import Unavailable
 from mutate.common.logs import job_context
+from mutate.common.telemetry import NOOP_METRICS, Metrics, consumer_span
 from mutate.gateway.db import Database
-from mutate.gateway.projection import apply_event
+from mutate.gateway.projection import apply_event, count_finished
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,10 @@ class Projector:
         batch: int,
         fetch_wait: float,
         retry_delay: float,
+        metrics: Metrics = NOOP_METRICS,
     ) -> None:
         self._js = js
+        self._metrics = metrics
         self._db = db
         self._batch = batch
         self._fetch_wait = fetch_wait
@@ -99,6 +102,14 @@ class Projector:
                 await subscription.unsubscribe()
 
     async def _handle(self, msg: Msg) -> None:
+        with consumer_span(
+            msg,
+            consumer_group=topology.PROJECTOR_CONSUMER,
+            destination_template=messaging.EVENT_SUBJECT_TEMPLATE,
+        ):
+            await self._project(msg)
+
+    async def _project(self, msg: Msg) -> None:
         try:
             event = messaging.decode_event(msg)
         except DecodeError:
@@ -117,6 +128,7 @@ class Projector:
                 return
             if row is not None:
                 self.applied += 1
+                count_finished(self._metrics, row)
                 logger.debug(
                     "job event projected",
                     extra={"attempt": event.attempt, "status": row["status"]},

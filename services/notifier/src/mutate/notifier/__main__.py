@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from mutate.common import logs, migrations
 from mutate.common.grpc_server import wait_for_signal
 from mutate.common.settings import SettingsError, load
+from mutate.common.telemetry import Telemetry, setup_telemetry
 from mutate.common.topology import TopologyMissing
 from mutate.notifier._app import SCHEMA, Notifier
 from mutate.notifier.settings import NotifierSettings
@@ -47,15 +48,23 @@ def main(
         print("\n".join(applied) if applied else "notifier schema up to date")
         return 0
     try:
-        asyncio.run(_serve(settings))
+        telemetry = setup_telemetry("notifier", env=os.environ if env is None else env)
+    except SettingsError as exc:
+        print(f"mutate-notifier: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(settings, telemetry))
     except TopologyMissing as exc:
         print(f"mutate-notifier: {exc}", file=sys.stderr)
         return 3
+    finally:
+        # Last: the spans of the final webhook tries are queued by now.
+        telemetry.shutdown(timeout=max(1.0, settings.shutdown_grace))
     return 0
 
 
-async def _serve(settings: NotifierSettings) -> None:
-    notifier = Notifier(settings)
+async def _serve(settings: NotifierSettings, telemetry: Telemetry) -> None:
+    notifier = Notifier(settings, telemetry=telemetry)
     try:
         await notifier.start()
         await wait_for_signal()

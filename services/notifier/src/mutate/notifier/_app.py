@@ -5,8 +5,9 @@ the HTTP sender, the intake loop, the dispatcher and the gRPC server. Shut
 down in order: health NOT_SERVING and stop intake, let tries in flight
 finish within MUTATE_SHUTDOWN_GRACE_MS, stop the gRPC server, close clients.
 
-TODO: no Prometheus endpoint yet (MUTATE_METRICS_PORT is ignored); the
-webhook backlog is visible through GetWebhookStats.
+Telemetry (from `main`) adds server and client gRPC spans, spans for SQL
+statements, webhook POSTs and consumed events, the webhook-attempts metric
+and the Prometheus endpoint of MUTATE_METRICS_PORT.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import enum
 import logging
 from typing import Any
 
+import grpc
 import httpcore
 import nats
 from nats.aio.client import Client as NatsClient
@@ -24,8 +26,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from mutate.common import netguard, topology
 from mutate.common import settings as settings_mod
-from mutate.common.grpc_server import GrpcServer, ServiceRegistration
+from mutate.common.grpc_server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    GrpcServer,
+    ServiceRegistration,
+)
 from mutate.common.storage_client import StorageClient
+from mutate.common.telemetry import Telemetry
+from mutate.common.telemetry.psycopg import TracedAsyncCursor
 from mutate.notifier._consumer import EventConsumer
 from mutate.notifier._dispatcher import Backoff, Dispatcher
 from mutate.notifier._http import WebhookSender
@@ -58,8 +66,11 @@ class Notifier:
         *,
         resolver: netguard.Resolver = netguard.system_resolver,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
+        self.telemetry = telemetry
+        self._storage_channel: grpc.aio.Channel | None = None
         self._resolver = resolver
         self._network_backend = network_backend
         self._pool: AsyncConnectionPool | None = None
@@ -89,7 +100,7 @@ class Notifier:
             s.database_url,
             min_size=1,
             max_size=s.database_pool_size,
-            kwargs={"autocommit": True},
+            kwargs=self._connection_kwargs(),
             open=False,
         )
         await self._pool.open(wait=True, timeout=s.nats_connect_timeout + 10)
@@ -106,7 +117,15 @@ class Notifier:
             consumers=[(topology.EVENTS_STREAM, topology.NOTIFIER_CONSUMER)],
         )
         store = DeliveryStore(self._pool)
-        self._storage = StorageClient(s.storage_address, timeout=s.storage_timeout)
+        self._storage_channel = grpc.aio.insecure_channel(
+            s.storage_address,
+            options=[
+                ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+            ],
+            interceptors=self._client_interceptors(),
+        )
+        self._storage = StorageClient(self._storage_channel, timeout=s.storage_timeout)
         self._sender = WebhookSender(
             policy=s.network_policy,
             timeout=s.webhook_timeout,
@@ -114,6 +133,10 @@ class Notifier:
             max_connections=s.webhook_concurrency,
             resolver=self._resolver,
             network_backend=self._network_backend,
+            # Wraps the guarded transport; the address check stays below it.
+            instrument=self.telemetry.instrument_httpx_client
+            if self.telemetry
+            else None,
         )
         keys = SigningKeys(
             store=store,
@@ -139,6 +162,7 @@ class Notifier:
             endpoint_concurrency=s.webhook_endpoint_concurrency,
             poll_interval=s.webhook_poll_interval,
             lease=lease,
+            **self._metrics(),
         )
         self.consumer = EventConsumer(
             js=js,
@@ -160,6 +184,7 @@ class Notifier:
             test_lease=lease,
         )
         self.server = GrpcServer(
+            interceptors=self.telemetry.server_interceptors() if self.telemetry else (),
             host=s.grpc_host,
             port=s.grpc_port,
             services=[
@@ -177,6 +202,20 @@ class Notifier:
         ]
         self.state = NotifierState.RUNNING
         logger.info("notifier running", extra={"port": self.server.port})
+
+    def _connection_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if self.telemetry is not None and self.telemetry.tracing_enabled:
+            kwargs["cursor_factory"] = TracedAsyncCursor
+        return kwargs
+
+    def _client_interceptors(self) -> list[grpc.aio.ClientInterceptor] | None:
+        if self.telemetry is None:
+            return None
+        return self.telemetry.client_interceptors() or None
+
+    def _metrics(self) -> dict[str, Any]:
+        return {"metrics": self.telemetry.metrics} if self.telemetry else {}
 
     async def _guard(self, work: Any) -> None:
         try:
@@ -221,6 +260,8 @@ class Notifier:
             await self._sender.aclose()
         if self._storage is not None:
             await self._storage.close()
+        if self._storage_channel is not None:
+            await self._storage_channel.close()
         if self._nats is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._nats.close(), 5.0)

@@ -19,8 +19,10 @@ import nats.errors
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from opentelemetry import propagate
 
 from mutate.common import errors, messaging, topology
+from mutate.common.telemetry import consumer_span
 from mutate.notifier import _payload
 from mutate.notifier._store import DeliveryStore
 
@@ -91,6 +93,24 @@ class EventConsumer:
         if self.state is ConsumerState.RUNNING:
             self.state = ConsumerState.STOPPING
 
+    @staticmethod
+    def _consumed(msg: Msg) -> str:
+        """Trace the event's intake; the context its webhook tries continue.
+
+        The delivery row keeps the `traceparent` of this consumer span (a
+        child of the producer's), so the tries, made later by the
+        dispatcher, are its children. With tracing off it is the producer's
+        own, passed through.
+        """
+        carrier: dict[str, str] = {}
+        with consumer_span(
+            msg,
+            consumer_group=topology.NOTIFIER_CONSUMER,
+            destination_template=messaging.EVENT_SUBJECT_TEMPLATE,
+        ):
+            propagate.inject(carrier)
+        return carrier.get("traceparent", "")
+
     async def handle(self, msgs: list[Msg]) -> None:
         """Insert the deliveries of a batch, then ack it."""
         deliveries = []
@@ -109,8 +129,9 @@ class EventConsumer:
                 continue
             if not _payload.is_deliverable(event):
                 continue
-            traceparent = (msg.headers or {}).get("traceparent", "")
-            deliveries.append(_payload.from_event(event, traceparent=traceparent))
+            deliveries.append(
+                _payload.from_event(event, traceparent=self._consumed(msg))
+            )
         try:
             inserted = await self._store.insert(deliveries, try_limit=self._try_limit)
         except errors.MutateError as exc:

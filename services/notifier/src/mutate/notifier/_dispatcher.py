@@ -26,6 +26,7 @@ from opentelemetry import propagate, trace
 
 from mutate.common import errors, logs, webhooks
 from mutate.common.storage_client import StorageClient
+from mutate.common.telemetry import NOOP_METRICS, Metrics
 from mutate.notifier import _payload
 from mutate.notifier._http import TryResult, Verdict, WebhookSender
 from mutate.notifier._keys import SigningKeys
@@ -33,6 +34,13 @@ from mutate.notifier._store import DeliveryRow, DeliveryStore, TryOutcome
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
+
+# `mutate.webhook.attempts` outcomes, by what the try meant.
+_OUTCOMES = {
+    Verdict.DELIVERED: "delivered",
+    Verdict.RETRY: "failed",
+    Verdict.STOP: "refused",
+}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -77,8 +85,10 @@ class Dispatcher:
         endpoint_concurrency: int,
         poll_interval: float,
         lease: float,
+        metrics: Metrics = NOOP_METRICS,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._sender = sender
         self._keys = keys
         self._storage = storage
@@ -155,21 +165,32 @@ class Dispatcher:
             self.wake()
 
     async def attempt(self, row: DeliveryRow) -> str:
-        """One try of a claimed delivery, recorded; returns its new status."""
+        """One try of a claimed delivery, recorded; returns its new status.
+
+        The try's span continues the trace of the event's intake (the
+        `traceparent` kept with the row); the POST inside it is the httpx
+        instrumentation's CLIENT span, whose context the receiver gets.
+        """
         context = propagate.extract({"traceparent": row.traceparent})
         with (
             logs.job_context(row.job_id),
             tracer.start_as_current_span(
                 "webhook try",
                 context=context,
-                kind=trace.SpanKind.CLIENT,
                 attributes={
+                    "mutate.job_id": row.job_id,
                     "mutate.delivery_id": row.id,
                     "mutate.webhook_id": row.webhook_id,
+                    "mutate.webhook.try": row.try_count + 1,
                 },
-            ),
+            ) as span,
         ):
-            return await self._attempt(row)
+            status = await self._attempt(row)
+            if span.is_recording():
+                span.set_attribute("mutate.webhook.outcome", status)
+                if status == "dead_lettered":
+                    span.set_status(trace.StatusCode.ERROR, "webhook dead-lettered")
+            return status
 
     async def _attempt(self, row: DeliveryRow) -> str:
         tries_done = row.try_count + 1
@@ -240,6 +261,7 @@ class Dispatcher:
                 retry_delay=delay,
             ),
         )
+        self._metrics.webhook_attempt(outcome=_OUTCOMES[result.verdict])
         extra = {
             "delivery_id": row.id,
             "webhook_id": row.webhook_id,

@@ -22,7 +22,7 @@ import email.utils
 import enum
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import httpcore
 import httpx
@@ -135,6 +135,7 @@ class WebhookSender:
         max_connections: int = 100,
         resolver: netguard.Resolver = netguard.system_resolver,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
+        instrument: Callable[[httpx.AsyncClient], None] | None = None,
     ) -> None:
         self._timeout = timeout
         self._policy = policy
@@ -153,6 +154,11 @@ class WebhookSender:
             trust_env=False,
             headers={"user-agent": USER_AGENT},
         )
+        if instrument is not None:
+            # e.g. OpenTelemetry's httpx instrumentation: it wraps the
+            # transport's request method, so the GuardedBackend still opens
+            # every socket.
+            instrument(self._client)
 
     async def aclose(self) -> None:
         await self._client.aclose()

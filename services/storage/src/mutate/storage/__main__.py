@@ -9,6 +9,7 @@ import sys
 
 from mutate.common import logs
 from mutate.common.settings import SettingsError, load
+from mutate.common.telemetry import setup_telemetry
 from mutate.storage._app import StartupError, serve
 from mutate.storage.settings import StorageSettings
 
@@ -23,10 +24,18 @@ def main() -> None:
         sys.exit(2)
     logs.configure("storage", level=settings.log_level, fmt=settings.log_format)
     try:
-        asyncio.run(serve(settings))
+        telemetry = setup_telemetry("storage", env=os.environ)
+    except SettingsError as exc:
+        print(f"mutate-storage: {exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        asyncio.run(serve(settings, telemetry))
     except StartupError as exc:
         logger.error("cannot start: %s", exc)
         sys.exit(1)
+    finally:
+        # After the server stopped: the spans of its last calls are queued.
+        telemetry.shutdown(timeout=max(1.0, settings.shutdown_grace))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import time
 from mutate.common import errors
 from mutate.common.grpc_server import GrpcServer, ServiceRegistration, wait_for_signal
 from mutate.common.settings import redacted
+from mutate.common.telemetry import Telemetry
 from mutate.storage._retention import RetentionSweeper
 from mutate.storage._service import StorageService
 from mutate.storage._store import S3Store, StoreOptions
@@ -65,25 +66,29 @@ async def bootstrap(store: S3Store, settings: StorageSettings) -> None:
             logger.warning("bucket lifecycle rules not set: %s", exc)
 
 
-async def serve(settings: StorageSettings) -> None:
+async def serve(settings: StorageSettings, telemetry: Telemetry | None = None) -> None:
     """Run until SIGTERM or SIGINT, then stop within the shutdown grace."""
     logger.info("starting", extra={"settings": redacted(settings)})
     store = build_store(settings)
     try:
         await bootstrap(store, settings)
-        await _serve_with(store, settings)
+        await _serve_with(store, settings, telemetry)
     finally:
         store.close()
 
 
-async def _serve_with(store: S3Store, settings: StorageSettings) -> None:
+async def _serve_with(
+    store: S3Store, settings: StorageSettings, telemetry: Telemetry | None
+) -> None:
     service = StorageService(
         store=store,
         max_object_bytes=settings.max_object_bytes,
         presign_default_ttl=settings.presign_default_ttl,
         presign_max_ttl=settings.presign_max_ttl,
+        **({"metrics": telemetry.metrics} if telemetry else {}),
     )
     server = GrpcServer(
+        interceptors=telemetry.server_interceptors() if telemetry else (),
         host=settings.grpc_host,
         port=settings.grpc_port,
         services=[

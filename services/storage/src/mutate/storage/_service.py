@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+from opentelemetry import trace
 
 from mutate.common import errors, keys
+from mutate.common.telemetry import NOOP_METRICS, Metrics
 from mutate.storage._store import (
     TOO_LARGE,
     Presigned,
@@ -79,8 +81,10 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         max_object_bytes: int,
         presign_default_ttl: float,
         presign_max_ttl: float,
+        metrics: Metrics = NOOP_METRICS,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._max_object_bytes = max_object_bytes
         self._default_ttl = presign_default_ttl
         self._max_ttl = presign_max_ttl
@@ -119,6 +123,8 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
                 async for _ in request_iterator:
                     pass
             raise
+        _describe_span(info.key, info.size)
+        self._metrics.storage_transfer(direction="in", size=info.size)
         logger.info(
             "object stored",
             extra={"key": info.key, "size": info.size, "sha256": info.sha256},
@@ -130,12 +136,18 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
     ) -> AsyncIterator[storage_pb2.GetObjectResponse]:
         key = keys.parse_key(request.key)
         reader = await self._store.open(str(key))
+        sent = 0
         try:
             self._check_readable(key, reader.info, request.max_bytes)
+            _describe_span(reader.info.key, reader.info.size)
             yield storage_pb2.GetObjectResponse(info=object_info(reader.info))
             async for chunk in reader.chunks():
+                sent += len(chunk)
                 yield storage_pb2.GetObjectResponse(chunk=chunk)
         finally:
+            # Counted as sent, also when the caller stopped reading early.
+            if sent:
+                self._metrics.storage_transfer(direction="out", size=sent)
             await reader.close()
 
     def _check_readable(
@@ -246,6 +258,13 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
                 field_violations=[("expires_in", "too long")],
             )
         return max(1, math.ceil(seconds))
+
+
+def _describe_span(key: str, size: int) -> None:
+    """The object on the current (gRPC server) span, when it records."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes({"mutate.storage.key": key, "mutate.storage.size": size})
 
 
 def _seconds(duration: duration_pb2.Duration) -> float:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from mutate.common import logs
 from mutate.common.settings import SettingsError, describe, load
+from mutate.common.telemetry import setup_telemetry
 from mutate.common.topology import TopologySettings
 from mutate.transformer.settings import TransformerSettings
 
@@ -79,15 +80,25 @@ def _run(env: Mapping[str, str], *, serve: bool, work: bool) -> int:
         print(f"mutate-transformer: {exc}", file=sys.stderr)
         return 2
     logs.configure("transformer", level=settings.log_level, fmt=settings.log_format)
-    return asyncio.run(
-        app.run(
-            settings=settings,
-            topology=topology,
-            limits=limits,
-            serve=serve,
-            work=work,
+    try:
+        telemetry = setup_telemetry("transformer", env=env)
+    except SettingsError as exc:
+        print(f"mutate-transformer: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(
+            app.run(
+                settings=settings,
+                topology=topology,
+                limits=limits,
+                serve=serve,
+                work=work,
+                telemetry=telemetry,
+            )
         )
-    )
+    finally:
+        # Last: the spans of the final jobs are queued by now.
+        telemetry.shutdown(timeout=max(1.0, settings.shutdown_grace))
 
 
 def _print_settings() -> None:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
+import grpc
 import nats
 from nats.aio.client import Client as NatsClient
 
@@ -23,6 +24,7 @@ from mutate.common.grpc_server import (
     wait_for_signal,
 )
 from mutate.common.settings import redacted
+from mutate.common.telemetry import Telemetry
 from mutate.common.topology import TopologySettings
 from mutate.transformer.pool import EnginePool
 from mutate.transformer.service import SERVICE_NAME, TransformerService
@@ -44,6 +46,7 @@ async def run(
     limits: Any,
     serve: bool,
     work: bool,
+    telemetry: Telemetry | None = None,
 ) -> int:
     """Run until signalled; the process exit code."""
     logger.info(
@@ -56,12 +59,14 @@ async def run(
         kill_grace=settings.engine_kill_grace,
         test_delay=settings.test_engine_delay,
     )
+    storage_channel = _storage_channel(settings, telemetry)
     storage = Storage(
-        settings.storage_address,
+        storage_channel,
         timeout=settings.storage_timeout,
         stream_timeout=settings.storage_stream_timeout,
     )
     server = GrpcServer(
+        interceptors=telemetry.server_interceptors() if telemetry else (),
         host=settings.grpc_host,
         port=settings.grpc_port,
         services=_services(settings, pool, storage) if serve else [],
@@ -85,6 +90,7 @@ async def run(
                     ack_wait=topology.job_ack_wait,
                     max_input_bytes=getattr(limits, "max_input_bytes", 0),
                 ),
+                **({"metrics": telemetry.metrics} if telemetry else {}),
             )
             await worker.start()
         # Health says SERVING only once every role is ready.
@@ -101,9 +107,24 @@ async def run(
         if nc is not None:
             await _close(nc, timeout=max(1.0, settings.nats_connect_timeout))
         await storage.close()
+        await storage_channel.close()
         await pool.close()
     logger.info("transformer stopped")
     return 0
+
+
+def _storage_channel(
+    settings: TransformerSettings, telemetry: Telemetry | None
+) -> grpc.aio.Channel:
+    """The channel to storage, with client spans when tracing is on."""
+    return grpc.aio.insecure_channel(
+        settings.storage_address,
+        options=[
+            ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+        ],
+        interceptors=telemetry.client_interceptors() if telemetry else None,
+    )
 
 
 def _services(

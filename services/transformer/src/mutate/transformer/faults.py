@@ -9,7 +9,11 @@ The worker's error tree::
     Interrupted               the worker is stopping: nak for another replica
 
 `faults_of(stage)` is the one place where storage, NATS and engine-pool errors
-become `JobFault`s.
+become `JobFault`s. Codes the worker adds to the engine's own (`JobError.code`):
+transient `STORAGE_UNAVAILABLE`, `STORAGE_DENIED`, `NATS_UNAVAILABLE`,
+`ENGINE_CRASHED`, `ENGINE_STOPPED`, `LOCAL_IO`; permanent `INPUT_NOT_FOUND`,
+`LIMIT_EXCEEDED`, `INVALID_REQUEST`, `INTERNAL`; on `dead_lettered` the last
+transient code, or `WORKER_STOPPED` when the delivery before died unreported.
 """
 
 from __future__ import annotations

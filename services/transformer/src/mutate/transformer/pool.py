@@ -41,6 +41,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mutate.transformer import tracing
 from mutate.v1 import configuration_pb2, job_pb2, transformer_pb2
 
 logger = logging.getLogger(__name__)
@@ -193,15 +194,26 @@ class EnginePool:
         timeout: float,
         on_progress: ProgressCallback | None = None,
     ) -> ConvertOutcome:
-        """Run one conversion; raise a `PoolError` when the pool failed it."""
-        outcome = await self._run(
-            _convert_in_child,
-            task,
-            token=token,
-            timeout=timeout,
-            on_progress=on_progress,
-        )
-        assert isinstance(outcome, ConvertOutcome)
+        """Run one conversion; raise a `PoolError` when the pool failed it.
+
+        Traced: an `engine convert` span with one child span per rule.
+        """
+        with tracing.engine_span(task.file_name) as span:
+            outcome = await self._run(
+                _convert_in_child,
+                task,
+                token=token,
+                timeout=timeout,
+                on_progress=on_progress,
+            )
+            assert isinstance(outcome, ConvertOutcome)
+            tracing.record_outcome(
+                span,
+                entries=outcome.log_entries() if span.is_recording() else (),
+                engine_seconds=outcome.engine_seconds,
+                rows=outcome.rows,
+                error=outcome.job_error(),
+            )
         return outcome
 
     async def validate(

@@ -29,7 +29,6 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,16 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
-from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from mutate.common import logs, messaging, topology
+from mutate.common.telemetry import (
+    NOOP_METRICS,
+    Metrics,
+    consumer_span,
+    message_age,
+)
 from mutate.transformer.faults import (
     Interrupted,
     JobCancelled,
@@ -137,6 +142,8 @@ class _Job:
         self.published_progress = -1
         self.last_progress_time = 0.0
         self.started = time.monotonic()
+        # Why the job ended in failed or dead_lettered, for the span status.
+        self.failure = ""
         self.timings: dict[str, float] = {}
 
     def on_progress(self, percent: int) -> None:
@@ -154,8 +161,10 @@ class Worker:
         pool: EnginePool,
         storage: Storage,
         options: WorkerOptions,
+        metrics: Metrics = NOOP_METRICS,
     ) -> None:
         self._nc = nc
+        self._metrics = metrics
         self._js = js
         self._pool = pool
         self._storage = storage
@@ -318,41 +327,32 @@ class Worker:
             return
         job = _Job(msg, request, self._pool.new_token())
         self._jobs[job.token] = job
+        age = message_age(msg)
+        if age is not None:
+            self._metrics.message_waited(subject=msg.subject, seconds=age)
         try:
-            with logs.job_context(request.job_id), self._traced(job):
+            # The consumer span is the producer's child (trace context in the
+            # headers); storage calls and events published inside carry it.
+            # With tracing off it is the producer's context, passed through.
+            with (
+                logs.job_context(request.job_id),
+                consumer_span(
+                    msg,
+                    consumer_group=topology.WORKERS_CONSUMER,
+                    attributes={
+                        "mutate.organization_id": request.organization_id,
+                        "mutate.attempt": request.attempt,
+                        "mutate.delivery": job.delivery,
+                    },
+                    tracer=tracer,
+                ) as span,
+            ):
                 await self._run_delivery(job)
+                if job.failure and span.is_recording():
+                    span.set_status(Status(StatusCode.ERROR, job.failure))
         finally:
             self._jobs.pop(job.token, None)
             self.handled += 1
-
-    @contextlib.contextmanager
-    def _traced(self, job: _Job) -> Iterator[None]:
-        """Continue the producer's trace; events published inside carry it.
-
-        Without an OpenTelemetry SDK the span is a no-op: the producer's own
-        context is then made current, so `traceparent` still travels on.
-        """
-        parent = messaging.trace_context(job.msg.headers)
-        span = tracer.start_span(
-            "mutate.job.run",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "mutate.job_id": job.request.job_id,
-                "mutate.organization_id": job.request.organization_id,
-                "mutate.attempt": job.request.attempt,
-                "mutate.delivery": job.delivery,
-            },
-        )
-        current = parent
-        if span.get_span_context().is_valid:
-            current = trace.set_span_in_context(span, parent)
-        token = otel_context.attach(current)
-        try:
-            yield
-        finally:
-            otel_context.detach(token)
-            span.end()
 
     async def _run_delivery(self, job: _Job) -> None:
         request = job.request
@@ -366,6 +366,7 @@ class Worker:
         except Interrupted:
             await self._settle(job, "nak", delay=0)
         except PermanentFault as fault:
+            job.failure = f"{fault.code}: {fault.message}"
             logger.warning(
                 "job failed",
                 extra={"code": fault.code, "reason": fault.message},
@@ -617,6 +618,7 @@ class Worker:
         *,
         fault: JobFault | None = None,
     ) -> None:
+        job.failure = f"dead-lettered: {error.code}: {error.message}"
         logger.warning(
             "job dead-lettered",
             extra={

@@ -10,6 +10,9 @@ Pass it as the connection's `cursor_factory`, e.g. in a pool's `kwargs`:
 
 `connection.execute(...)` goes through the cursor factory too.
 
+Statements run outside any span (background loops) make no span: a
+statement is traced only as part of a trace that is already there.
+
 TODO: `cursor.stream()`, `copy()` and server-side cursors are not traced.
 """
 
@@ -47,6 +50,11 @@ def _statement(query: Any, context: Any) -> str:
 
 @contextlib.contextmanager
 def _db_span(cursor: psycopg.AsyncCursor[Any], query: Any) -> Iterator[None]:
+    # Only inside a trace: background polls (the notifier's claim loop, the
+    # gateway's sweeper) would otherwise make a one-span trace per statement.
+    if not trace.get_current_span().get_span_context().is_valid:
+        yield
+        return
     # The statement is only rendered when the span records: free when off.
     with _tracer.start_as_current_span(
         "postgresql", kind=trace.SpanKind.CLIENT

@@ -29,6 +29,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import code_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2
+from opentelemetry import propagate, trace
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -43,11 +44,13 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # HTTP headers passed on to the gRPC call as metadata (ASGI lowercases names).
-# TODO: no HTTP server span is made; traceparent is passed on unchanged, so a
-# REST call appears in traces from the gateway's gRPC span on. No CORS either.
+# With tracing on, the trace context is the HTTP server span's instead (see
+# `RestApp.__call__`); off, traceparent passes through unchanged.
+# TODO: no CORS.
 FORWARDED_HEADERS = frozenset(
     {b"authorization", b"x-api-key", b"idempotency-key", b"traceparent", b"tracestate"}
 )
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 
 # The RPC a multipart POST of a route's method is streamed to instead.
 MULTIPART_TARGETS = {"mutate.v1.JobService.CreateJob": "UploadJob"}
@@ -90,8 +93,10 @@ class RestApp:
         channel: grpc.aio.Channel,
         settings: RestSettings,
         openapi: Mapping[str, Any],
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._routes = routes
+        self._tracer = tracer
         self._channel = channel
         self._settings = settings
         self._openapi = _json.dumps(openapi)
@@ -153,6 +158,41 @@ class RestApp:
             return
         if scope["type"] != "http":
             return
+        if self._tracer is not None:
+            await self._traced(self._tracer, scope, receive, send)
+            return
+        await self._serve(scope, receive, send)
+
+    async def _traced(
+        self, tracer: trace.Tracer, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Serve inside an HTTP SERVER span, child of the caller's traceparent.
+
+        The gRPC call then carries this span's context, so a REST request
+        is the parent of the gateway's server span.
+        """
+        carrier = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in (b"traceparent", b"tracestate")
+        }
+        method = scope["method"]
+        with tracer.start_as_current_span(
+            method,
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "http.request.method": method,
+                "url.path": scope["path"],
+                "url.scheme": scope.get("scheme", "http"),
+            },
+        ) as span:
+            status = await self._serve(scope, receive, send)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(trace.StatusCode.ERROR, f"HTTP {status}")
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> int:
         started = time.perf_counter()
         method = scope["method"]
         raw_path = scope.get("raw_path")
@@ -182,6 +222,7 @@ class RestApp:
                     elapsed_ms,
                     extra={"http_method": method, "http_status": status},
                 )
+        return status
 
     async def _dispatch(
         self, scope: Scope, receive: Receive, send: Send, method: str, path: str
@@ -194,6 +235,8 @@ class RestApp:
         match = self._routes.match(method, path)
         endpoint = self._endpoints[id(match.route)]
         metadata = _metadata(scope["headers"])
+        if self._tracer is not None:
+            metadata = _with_current_trace(metadata, match.route, method)
         if endpoint.upload_call is not None and _is_multipart(scope["headers"]):
             return await self._serve_multipart(endpoint, match, scope, receive, send)
         body = b""
@@ -262,6 +305,8 @@ class RestApp:
             )
             upload = self._apply_form(route, request, form.multi_items())
             metadata = _metadata(scope["headers"])
+            if self._tracer is not None:
+                metadata = _with_current_trace(metadata, route, scope["method"])
             if upload is None:
                 return await self._serve_unary(endpoint, request, metadata, send)
             return await self._stream_upload(endpoint, request, upload, metadata, send)
@@ -452,6 +497,23 @@ def _metadata(headers: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], 
                 )
             out.append((name.decode(), text))
     return tuple(out)
+
+
+def _with_current_trace(
+    metadata: tuple[tuple[str, str], ...], route: Route, method: str
+) -> tuple[tuple[str, str], ...]:
+    """The metadata with the current span's trace context; names the span."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        template = route.template.text
+        span.update_name(f"{method} {template}")
+        span.set_attributes(
+            {"http.route": template, "rpc.method": route.full_method.lstrip("/")}
+        )
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    kept = tuple(item for item in metadata if item[0] not in _TRACE_HEADERS)
+    return kept + tuple(carrier.items())
 
 
 def _is_multipart(headers: Iterable[tuple[bytes, bytes]]) -> bool:

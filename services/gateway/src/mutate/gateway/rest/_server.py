@@ -18,6 +18,7 @@ from collections.abc import Generator, Iterable
 import grpc
 import uvicorn
 from google.protobuf import descriptor
+from opentelemetry import trace
 
 from mutate.gateway.rest._app import RestApp
 from mutate.gateway.rest._openapi import build_openapi
@@ -101,12 +102,14 @@ async def serve_rest(
     grpc_target: str,
     settings: object | None = None,
     services: Iterable[descriptor.ServiceDescriptor] | None = None,
+    tracer: trace.Tracer | None = None,
 ) -> RestServer:
     """Start the REST/JSON server on host:port, calling gRPC at `grpc_target`.
 
     `settings` is a `RestSettings`, or any object with its attribute names
     (such as the gateway's settings), or None for the defaults. `port=0`
-    binds a free port; the result's `.port` says which.
+    binds a free port; the result's `.port` says which. With a `tracer`,
+    each request is an HTTP SERVER span, parent of the gRPC call it makes.
     """
     rest_settings = RestSettings.from_object(settings)
     table = RouteTable(build_routes(services or public_services()))
@@ -122,6 +125,7 @@ async def serve_rest(
         channel=channel,
         settings=rest_settings,
         openapi=build_openapi(table.routes),
+        tracer=tracer,
     )
     config = uvicorn.Config(
         app,
