@@ -1,16 +1,14 @@
 """Fixtures for the client: a real platform, and the `mutate` command.
 
-The platform is started once per session, from mutate.devstack: its own NATS
-(other packages' tests wipe the session JetStream), the session S3 and
-PostgreSQL, and storage, transformer (`serve --with-worker`), notifier and
-gateway as subprocesses. Each test gets a fresh organization and API key
-from the gateway's own admin command, as an operator would make them.
+The platform is started once per session by `mutate.devstack.harness`: its
+own NATS, S3 and PostgreSQL, and storage, transformer (`serve
+--with-worker`), notifier and gateway as subprocesses. Each test gets a fresh
+organization and API key from the gateway's own admin command, as an
+operator would make them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -20,12 +18,10 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import nats
 import pytest
 
 from mutate.devstack import stack as stk
-from mutate.devstack.processes import ServiceProcess, ServiceProcessError
-from mutate.devstack.servers import NatsServer, PostgresServer, S3Server
+from mutate.devstack.harness import PlatformHarness, start_platform
 
 logger = logging.getLogger(__name__)
 
@@ -66,107 +62,49 @@ def corpus_file(name: str) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Platform:
-    info: stk.StackInfo
-    log_dir: Path
-    notifier: bool
+    """The session's platform (`mutate.devstack.harness`), as these tests use it."""
+
+    harness: PlatformHarness
+    notifier: bool = True
+
+    @property
+    def info(self) -> stk.StackInfo:
+        return self.harness.info
+
+    @property
+    def log_dir(self) -> Path:
+        return self.harness.log_dir
 
     @property
     def address(self) -> str:
-        return self.info.address("gateway")
+        return self.harness.gateway_address
 
     def create_org(self, *, operator: bool = False) -> str:
         """A new organization through the gateway's admin command; its key."""
-        argv = [
-            *stk.service_executable("gateway"),
-            "admin",
-            "create-org",
-            "--name",
-            f"client-test-{uuid.uuid4().hex[:10]}",
-            *(["--operator"] if operator else []),
-        ]
-        output = stk.run_service_command(
-            self.info,
-            "gateway",
-            argv,
-            log_dir=self.log_dir,
-            base_env=stk.clean_environment(),
-            timeout=60.0,
+        tenant = self.harness.create_tenant(
+            f"client-test-{uuid.uuid4().hex[:10]}", operator=operator
         )
-        # The admin command prints the key alone on its last line.
-        key = output.strip().splitlines()[-1].strip()
-        assert key.startswith("mk_"), output
-        return key
-
-
-async def _ensure_topology(url: str) -> None:
-    from mutate.common import topology
-    from mutate.common.settings import load
-
-    client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
-    try:
-        await topology.ensure(client.jetstream(), load(topology.TopologySettings, {}))
-    finally:
-        await client.close()
+        assert tenant.api_key.startswith("mk_"), tenant
+        return tenant.api_key
 
 
 @pytest.fixture(scope="session")
-def platform(
-    devstack_dir: Path, s3_server: S3Server, postgres_server: PostgresServer
-) -> Iterator[Platform]:
+def platform(devstack_dir: Path) -> Iterator[Platform]:
     try:
         stk.service_executable("gateway")
     except stk.ServiceMissingError as exc:
         pytest.skip(f"no gateway to test against: {exc}")
-    suffix = uuid.uuid4().hex[:10]
-    with NatsServer(devstack_dir / f"client-nats-{suffix}") as nats_server:
-        asyncio.run(_ensure_topology(nats_server.url))
-        bucket = f"client-{suffix}"
-        s3_server.ensure_bucket(bucket)
-        info = stk.StackInfo(
-            nats_url=nats_server.url,
-            database_url=postgres_server.create_database(f"client_{suffix}"),
-            s3=stk.S3Settings(
-                endpoint=s3_server.endpoint,
-                access_key=s3_server.access_key,
-                secret_key=s3_server.secret_key,
-                bucket=bucket,
-                region=s3_server.region,
-            ),
-            ports=stk.ServicePorts.free(),
-        )
-        log_dir = devstack_dir / f"client-logs-{suffix}"
-        processes: list[ServiceProcess] = []
-        notifier = False
-        try:
-            stk.run_migrations(info, log_dir=log_dir, base_env=stk.clean_environment())
-            for name, extra in (
-                ("storage", COMMON_ENV),
-                ("transformer", TRANSFORMER_ENV),
-                ("notifier", COMMON_ENV),
-                ("gateway", GATEWAY_ENV),
-            ):
-                try:
-                    processes.append(
-                        stk.start_service(
-                            info,
-                            name,  # type: ignore[arg-type]
-                            log_dir=log_dir,
-                            base_env=stk.clean_environment(),
-                            extra_env=extra,
-                            start_timeout=60.0,
-                        )
-                    )
-                except (ServiceProcessError, stk.ServiceMissingError):
-                    if name != "notifier":
-                        raise
-                    logger.warning("notifier did not start; delivery checks skip")
-                    continue
-                notifier = notifier or name == "notifier"
-            yield Platform(info, log_dir, notifier)
-        finally:
-            for process in reversed(processes):
-                with contextlib.suppress(Exception):
-                    process.stop()
+    harness = start_platform(
+        devstack_dir / f"client-platform-{uuid.uuid4().hex[:8]}",
+        workers=0,
+        test_defaults=False,
+        env=COMMON_ENV,
+        per_service_env={"gateway": GATEWAY_ENV, "transformer": TRANSFORMER_ENV},
+    )
+    try:
+        yield Platform(harness)
+    finally:
+        harness.stop()
 
 
 @pytest.fixture

@@ -117,14 +117,16 @@ class WebhookReceiver:
 
     Every POST is verified with the organization's secret (an unverified one
     is recorded and answered 401). `fail_first(n)` answers 500 to the first
-    `n` tries of each webhook id. `stop()` closes the port (connection
-    refused); `start()` opens the same port again.
+    `n` tries of each webhook id, `fail_all()` to every try until undone.
+    `stop()` closes the port (connection refused); `start()` opens the same
+    port again.
     """
 
     def __init__(self, secret: str | None) -> None:
         self.secret = secret
         self.tries: list[Try] = []
         self._fail_first = 0
+        self._failing = False
         self._seen: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
         self._server: http.server.ThreadingHTTPServer | None = None
@@ -139,6 +141,10 @@ class WebhookReceiver:
 
     def fail_first(self, count: int) -> None:
         self._fail_first = count
+
+    def fail_all(self, failing: bool = True) -> None:
+        """Answer 500 to every try while `failing`."""
+        self._failing = failing
 
     def start(self) -> WebhookReceiver:
         receiver = self
@@ -184,7 +190,7 @@ class WebhookReceiver:
             self._seen[webhook_id] += 1
             if not verified:
                 status = 401
-            elif self._seen[webhook_id] <= self._fail_first:
+            elif self._failing or self._seen[webhook_id] <= self._fail_first:
                 status = 500
             else:
                 status = 200
@@ -344,6 +350,8 @@ def completed_events(
                 except (nats.errors.TimeoutError, TimeoutError):
                     break
                 counts[msg.subject.split(".")[3]] += 1
+                if msg.metadata.num_pending == 0:
+                    break
             await subscription.unsubscribe()
         finally:
             await nc.close()

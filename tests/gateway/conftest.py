@@ -1,17 +1,14 @@
 """Fixtures for the gateway: one real platform for the whole session.
 
-NATS (its own server, so other packages' tests that wipe JetStream cannot
-touch it), the session S3 and PostgreSQL servers, and storage, transformer,
-notifier (when it starts) and the gateway itself as subprocesses, started
-through `mutate.devstack`. Tests are isolated by organization: each gets a
+Its own NATS, S3 and PostgreSQL servers, and storage, transformer, notifier
+and the gateway itself as subprocesses, started by `mutate.devstack.harness`
+(the code `mutate-dev up` runs). Tests are isolated by organization: each gets a
 fresh one with its own API key (`tenant`), which is also how the gateway
 isolates its users.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 import uuid
@@ -24,11 +21,10 @@ import nats
 import pytest
 import pytest_asyncio
 
-from mutate.common import topology
 from mutate.common.settings import load
 from mutate.devstack import stack as stk
-from mutate.devstack.processes import ServiceProcess, ServiceProcessError
-from mutate.devstack.servers import NatsServer, PostgresServer, S3Server
+from mutate.devstack.harness import PlatformHarness, start_platform
+from mutate.devstack.processes import ServiceProcess
 from mutate.gateway.db import Database
 from mutate.gateway.settings import GatewaySettings
 from mutate.gateway.tenancy import OPERATOR_SCOPE, TenancyStore
@@ -63,94 +59,54 @@ COMMON_ENV = {"MUTATE_SHUTDOWN_GRACE_MS": "2000"}
 
 @dataclasses.dataclass
 class Platform:
-    info: stk.StackInfo
-    log_dir: Path
-    processes: dict[str, ServiceProcess]
-    notifier: bool
+    """The session's platform (`mutate.devstack.harness`), as these tests use it."""
+
+    harness: PlatformHarness
+    notifier: bool = True
+
+    @property
+    def info(self) -> stk.StackInfo:
+        return self.harness.info
+
+    @property
+    def log_dir(self) -> Path:
+        return self.harness.log_dir
+
+    @property
+    def processes(self) -> dict[str, ServiceProcess]:
+        return {process.name: process for process in self.harness.processes}
 
     @property
     def gateway_target(self) -> str:
-        return self.info.address("gateway")
+        return self.harness.gateway_address
 
     @property
     def database_url(self) -> str:
-        return self.info.database_url
+        return self.harness.database_url
 
     def settings(self, **overrides: str) -> GatewaySettings:
         """Gateway settings as the subprocess sees them, plus overrides."""
-        env = stk.service_environment(self.info, "gateway")
-        env.update(GATEWAY_ENV)
+        env = self.harness.service_env("gateway")
         env.update(overrides)
         return load(GatewaySettings, env)
 
 
-async def _ensure_topology(url: str) -> None:
-    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
-    try:
-        await topology.ensure(nc.jetstream(), load(topology.TopologySettings, {}))
-    finally:
-        await nc.close()
-
-
 @pytest.fixture(scope="session")
-def platform(
-    devstack_dir: Path, s3_server: S3Server, postgres_server: PostgresServer
-) -> Iterator[Platform]:
-    suffix = uuid.uuid4().hex[:10]
-    with NatsServer(devstack_dir / f"gateway-nats-{suffix}") as nats_server:
-        asyncio.run(_ensure_topology(nats_server.url))
-        bucket = f"gateway-{suffix}"
-        s3_server.ensure_bucket(bucket)
-        info = stk.StackInfo(
-            nats_url=nats_server.url,
-            database_url=postgres_server.create_database(f"gateway_{suffix}"),
-            s3=stk.S3Settings(
-                endpoint=s3_server.endpoint,
-                access_key=s3_server.access_key,
-                secret_key=s3_server.secret_key,
-                bucket=bucket,
-                region=s3_server.region,
-            ),
-            ports=stk.ServicePorts.free(),
-        )
-        log_dir = devstack_dir / f"gateway-logs-{suffix}"
-        processes: dict[str, ServiceProcess] = {}
-        notifier = False
-        try:
-            # `migrate` of gateway and notifier, as the launcher and Helm do.
-            try:
-                stk.run_migrations(
-                    info, log_dir=log_dir, base_env=stk.clean_environment()
-                )
-            except (stk.ServiceMissingError, RuntimeError) as exc:
-                logger.warning("migrations incomplete: %s", exc)
-            for name, extra in (
-                ("storage", COMMON_ENV),
-                ("transformer", TRANSFORMER_ENV),
-                ("notifier", COMMON_ENV),
-                ("gateway", GATEWAY_ENV),
-            ):
-                try:
-                    processes[name] = stk.start_service(
-                        info,
-                        name,  # type: ignore[arg-type]
-                        log_dir=log_dir,
-                        base_env=stk.clean_environment(),
-                        extra_env=extra,
-                        start_timeout=60.0,
-                    )
-                except (ServiceProcessError, stk.ServiceMissingError):
-                    if name != "notifier":
-                        raise
-                    # Delivery routes need it; everything else does not.
-                    logger.warning("notifier did not start; delivery tests skip")
-                    continue
-                notifier = notifier or name == "notifier"
-            yield Platform(info, log_dir, processes, notifier)
-        finally:
-            for process in reversed(list(processes.values())):
-                with contextlib.suppress(Exception):
-                    process.stop()
+def platform(devstack_dir: Path) -> Iterator[Platform]:
+    """Its own NATS, S3 and PostgreSQL (other packages' tests wipe the session
+    JetStream) and the four services, the transformer with its worker in one
+    process, as `mutate-dev up` runs them."""
+    harness = start_platform(
+        devstack_dir / f"gateway-platform-{uuid.uuid4().hex[:8]}",
+        workers=0,
+        test_defaults=False,
+        env=COMMON_ENV,
+        per_service_env={"gateway": GATEWAY_ENV, "transformer": TRANSFORMER_ENV},
+    )
+    try:
+        yield Platform(harness)
+    finally:
+        harness.stop()
 
 
 # --- tenants ---------------------------------------------------------------------
@@ -211,6 +167,6 @@ async def js(platform: Platform) -> AsyncIterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def s3(platform: Platform, s3_server: S3Server) -> tuple[Any, str]:
+def s3(platform: Platform) -> tuple[Any, str]:
     """A minio client of the platform's S3 server and the services' bucket."""
-    return s3_server.client(), platform.info.s3.bucket
+    return platform.harness.s3.client(), platform.info.s3.bucket

@@ -38,6 +38,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 SERVICES = ("mutate-gateway", "mutate-storage", "mutate-transformer", "mutate-notifier")
 CSV = b"name,amount\nalice,1\nbob,2\ncarol,3\n"
+DROP_BOB = {
+    "id": "drop-bob",
+    "deleteRows": {"condition": "EQUALS", "column": "name", "value": "bob"},
+}
 TRACE_ENV = {
     "OTEL_BSP_SCHEDULE_DELAY": "100",
     "OTEL_METRICS_EXPORTER": "otlp",
@@ -250,7 +254,20 @@ def _wait_for_trace(
 
 
 def _has_webhook_post(trace: Trace) -> bool:
-    return bool(trace.find(service="mutate-notifier", kind="client", name="POST"))
+    """The webhook's POST and every service's part have been exported.
+
+    A service's spans arrive in its own time (the worker's consumer span
+    ends after its ack, possibly after the webhook went out).
+    """
+    return bool(
+        trace.find(service="mutate-notifier", kind="client", name="POST")
+        and {s.service for s in trace.spans} >= set(SERVICES)
+        and trace.find(service="mutate-gateway", kind="server", name="POST /v1")
+        and (
+            trace.find(service="mutate-transformer", kind="consumer")
+            or trace.find(service="mutate-transformer", kind="server")
+        )
+    )
 
 
 def _traceparent(headers: dict[str, str]) -> tuple[str, str]:
@@ -326,7 +343,7 @@ def test_queued_job_is_one_trace_across_four_services(
     receiver: OtlpReceiver,
     webhooks: WebhookReceiver,
 ) -> None:
-    configuration_id = _configuration(rest, webhooks.url)
+    configuration_id = _configuration(rest, webhooks.url, rules=[DROP_BOB])
 
     job, trace_id, parent_id = _create_job(
         rest, configuration_id, CSV, "people.csv", "ASYNC"
@@ -360,7 +377,17 @@ def test_queued_job_is_one_trace_across_four_services(
         name="engine convert",
         under=worker,
     )
-    assert engine.attributes["mutate.rows.out"] == 3
+    assert engine.attributes["mutate.rows.out"] == 2
+    rule = trace.one(
+        service="mutate-transformer", kind="internal", name="rule", parent=engine
+    )
+    assert rule.attributes["mutate.rule.id"] == "drop-bob"
+    assert rule.attributes["mutate.rule.type"] == "DELETE_ROWS"
+    assert (rule.attributes["mutate.rows.in"], rule.attributes["mutate.rows.out"]) == (
+        3,
+        2,
+    )
+    assert engine.start_ns <= rule.start_ns <= rule.end_ns <= engine.end_ns
     assert not [s for s in trace.spans if s.is_error]
 
 

@@ -121,7 +121,8 @@ def _solve(data: bytes) -> dict[str, Any]:
 def _plain(found: Any) -> Any:
     value = getattr(found, "value", found)
     try:
-        while hasattr(value, "shape") or isinstance(value, list):
+        # Numpy scalars have a shape too, but `ndim` 0: unwrapping stops there.
+        while isinstance(value, list) or getattr(value, "ndim", 0):
             value = value[0] if isinstance(value, list) else value.ravel()[0]
     except (IndexError, TypeError):
         return _FAILED

@@ -36,7 +36,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            if getattr(self, field.name) <= 0:
+            if not getattr(self, field.name) > 0:  # NaN is not positive either
                 raise ValueError(f"limit {field.name} must be positive")
 
     @classmethod

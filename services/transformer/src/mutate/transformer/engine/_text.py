@@ -7,6 +7,7 @@ import codecs
 import csv
 import io
 import json
+import math
 from typing import Any
 
 from ._errors import EngineError
@@ -115,8 +116,10 @@ def read_json(data: bytes, file_name: str, limits: Limits) -> Table:
     text = decode_text(data, file_name)
     records = _records(text, file_name)
     header: dict[str, None] = {}
+    cells = 0
     if records and all(isinstance(r, list) for r in records):
         rows = [[_scalar(v) for v in r] for r in records]
+        _check_cells(sum(len(row) for row in rows), limits, file_name)
         return _table(rows, list(range(1, len(rows) + 1)), 1, limits, file_name)
     flat: list[dict[str, Any]] = []
     for number, record in enumerate(records, start=1):
@@ -130,21 +133,59 @@ def read_json(data: bytes, file_name: str, limits: Limits) -> Table:
         _flatten("", record, item)
         header.update(dict.fromkeys(item))
         flat.append(item)
+        cells += len(item)
+        _check_cells(cells, limits, file_name)
     keys = list(header)
+    # The table is dense: every record gets every key.
+    _check_cells(len(keys) * len(flat), limits, file_name)
     rows = [list(keys)] + [[item.get(key, "") for key in keys] for item in flat]
     return _table(rows, list(range(1, len(rows) + 1)), 1, limits, file_name)
+
+
+def _check_cells(cells: int, limits: Limits, file_name: str) -> None:
+    if cells > limits.max_cells:
+        raise EngineError(
+            "LIMIT_EXCEEDED",
+            f"{file_name} holds more than {limits.max_cells} cells (limit max_cells)",
+        )
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _number(text: str) -> Any:
+    # A number too large for a float keeps its text rather than becoming inf.
+    value = float(text)
+    return value if math.isfinite(value) else text
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_number)
+
+
+def _loads(text: str) -> Any:
+    value, end = _DECODER.raw_decode(text)
+    if text[end:].strip():
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
 
 
 def _records(text: str, file_name: str) -> list[Any]:
     stripped = text.lstrip("\ufeff").strip()
     try:
-        if stripped.startswith("["):
-            loaded = json.loads(stripped)
-            return list(loaded)
         if "\n" not in stripped:
-            return [json.loads(stripped)]
-        return [json.loads(line) for line in stripped.splitlines() if line.strip()]
-    except (json.JSONDecodeError, RecursionError) as exc:
+            loaded = _loads(stripped)
+            return list(loaded) if isinstance(loaded, list) else [loaded]
+        if stripped.startswith("["):
+            try:
+                return list(_loads(stripped))
+            except json.JSONDecodeError as exc:
+                if exc.msg != "Extra data":
+                    raise
+                # NDJSON whose lines are arrays.
+        return [_loads(line) for line in stripped.splitlines() if line.strip()]
+    # ValueError covers JSONDecodeError, NaN and integers too long to convert.
+    except (ValueError, RecursionError) as exc:
         raise EngineError(
             "INVALID_FILE", f"{file_name} is not valid JSON or NDJSON ({exc})"
         ) from exc

@@ -83,12 +83,17 @@ def _check_options(configuration: cfg.Configuration) -> Iterator[_Problem]:
         yield _Problem(
             "", "readOptions.headerRow", "must be 0 (no header) or a row number"
         )
-    if len(options.csv_delimiter) > 1:
-        yield _Problem("", "readOptions.csvDelimiter", "must be one character")
-    if options.csv_encoding and not _codec(options.csv_encoding):
+    if options.csv_delimiter and (
+        len(options.csv_delimiter) != 1 or options.csv_delimiter in '"\r\n'
+    ):
         yield _Problem(
-            "", "readOptions.csvEncoding", f"unknown encoding {options.csv_encoding!r}"
+            "",
+            "readOptions.csvDelimiter",
+            "must be one character other than a quote or a line break",
         )
+    problem = _codec_problem(options.csv_encoding)
+    if problem:
+        yield _Problem("", "readOptions.csvEncoding", problem)
     fmt = configuration.output_format
     if fmt.delimiter and (len(fmt.delimiter) != 1 or fmt.delimiter in '"\r\n'):
         yield _Problem(
@@ -96,10 +101,9 @@ def _check_options(configuration: cfg.Configuration) -> Iterator[_Problem]:
             "outputFormat.delimiter",
             "must be one character other than a quote or a line break",
         )
-    if fmt.encoding and not _codec(fmt.encoding):
-        yield _Problem(
-            "", "outputFormat.encoding", f"unknown encoding {fmt.encoding!r}"
-        )
+    problem = _codec_problem(fmt.encoding)
+    if problem:
+        yield _Problem("", "outputFormat.encoding", problem)
     if fmt.line_terminator and fmt.line_terminator not in ("\n", "\r\n", "\r"):
         yield _Problem(
             "", "outputFormat.lineTerminator", 'must be "\\n", "\\r\\n" or "\\r"'
@@ -130,12 +134,23 @@ def _check_options(configuration: cfg.Configuration) -> Iterator[_Problem]:
         yield _Problem("", "webhookUrl", "must be an http or https URL")
 
 
-def _codec(name: str) -> bool:
+# Text codecs that are not character sets: they mangle or drop CSV text.
+_NOT_CHARSETS = frozenset(
+    {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"}
+)
+
+
+def _codec_problem(name: str) -> str | None:
+    """Why `name` cannot encode CSV/JSON text (rot13, base64, idna…), if so."""
+    if not name:
+        return None
     try:
-        codecs.lookup(name)
+        info = codecs.lookup(name)
     except LookupError:
-        return False
-    return True
+        return f"unknown encoding {name!r}"
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return f"{name!r} is not a character encoding"
+    return None
 
 
 def _check_rule(

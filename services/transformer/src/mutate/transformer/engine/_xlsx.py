@@ -26,6 +26,7 @@ from ._values import (
     text_of,
 )
 from ._xlsx_parts import SheetInfo, WorkbookIndex, open_container, read_index
+from ._xlsx_guard import check_grid, check_prolog
 from ._xlsx_scan import ScanPlan, SheetScan, scan_sheet, serial_decider
 
 __all__ = ["XlsxWorkbook"]
@@ -55,6 +56,8 @@ class XlsxWorkbook:
         self._calamine_failed = False
         if not self.index.worksheets:
             raise EngineError("EMPTY_FILE", f"{file_name} contains no worksheets")
+        for path in self.index.shared_strings:
+            check_prolog(self.archive, path, f"{file_name}: part {path}")
 
     @property
     def date1904(self) -> bool:
@@ -84,6 +87,8 @@ class XlsxWorkbook:
         displayed: bool,
     ) -> Table:
         """Read one worksheet into a Table, honouring the read options."""
+        check_prolog(self.archive, sheet.path, f"sheet {sheet.name!r}")
+        check_grid(self.archive, sheet.path, sheet.name, self.limits.max_cells)
         plan = self._plan(sheet.name, displayed)
         scan_box: list[SheetScan | BaseException] = []
         worker = threading.Thread(

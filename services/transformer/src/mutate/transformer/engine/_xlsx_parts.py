@@ -49,6 +49,8 @@ class WorkbookIndex:
     date1904: bool
     #: cellXfs index → (number format id, format code or None for builtins).
     styles: list[tuple[int, str | None]] = field(default_factory=list)
+    #: Shared string table parts (parsed by calamine/openpyxl, checked first).
+    shared_strings: list[str] = field(default_factory=list)
 
     @property
     def worksheets(self) -> list[SheetInfo]:
@@ -223,7 +225,10 @@ def read_index(archive: zipfile.ZipFile, file_name: str) -> WorkbookIndex:
             )
     styles_path = next((path for path, kind in rels.values() if kind == "styles"), None)
     styles = _styles(archive, styles_path, file_name) if styles_path else []
-    return WorkbookIndex(sheets=sheets, date1904=date1904, styles=styles)
+    shared_strings = [path for path, kind in rels.values() if kind == "sharedStrings"]
+    return WorkbookIndex(
+        sheets=sheets, date1904=date1904, styles=styles, shared_strings=shared_strings
+    )
 
 
 def _styles(

@@ -1,0 +1,1 @@
+"""End-to-end tests: the whole platform, as subprocesses on real servers."""

@@ -1,0 +1,97 @@
+"""Client spans of streamed gRPC calls, as the services make them.
+
+StorageClient.put_stream sends with `call.write()`; the instrumentation's
+own client-streaming interceptor waited for the call's status before handing
+the call back, so such a put never finished. `aio_client_interceptors`
+replaces it; these tests pin that down on a real (in-process) gRPC server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from mutate.common import errors
+from mutate.common.storage_client import StorageClient
+from mutate.common.telemetry import aio_client_interceptors, aio_server_interceptor
+from mutate.common.telemetry.testing import capture_spans
+from mutate.v1 import storage_pb2, storage_pb2_grpc
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class _Storage(storage_pb2_grpc.StorageServiceServicer):
+    async def PutObject(  # noqa: N802 - gRPC's naming
+        self,
+        request_iterator: AsyncIterator[storage_pb2.PutObjectRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> storage_pb2.ObjectInfo:
+        size = 0
+        key = ""
+        async for request in request_iterator:
+            if request.WhichOneof("part") == "header":
+                key = request.header.key
+            else:
+                size += len(request.chunk)
+        if key.endswith("refused"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused")
+        return storage_pb2.ObjectInfo(key=key, size=size)
+
+
+@pytest.fixture
+async def storage() -> AsyncIterator[StorageClient]:
+    server = grpc.aio.server(interceptors=[aio_server_interceptor()])
+    storage_pb2_grpc.add_StorageServiceServicer_to_server(_Storage(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", interceptors=aio_client_interceptors()
+    )
+    client = StorageClient(channel, timeout=5, stream_timeout=5, chunk_bytes=4)
+    yield client
+    await client.close()
+    await channel.close()
+    await server.stop(0)
+
+
+async def test_put_stream_is_traced_and_finishes(storage: StorageClient) -> None:
+    with capture_spans() as exporter:
+        info = await storage.put_bytes("input/org/job/data.csv", b"0123456789")
+        spans = exporter.get_finished_spans()
+        # The client span ends from the call's done callback, a moment later.
+        for _ in range(100):
+            if len(spans) >= 2:
+                break
+            await _pause()
+            spans = exporter.get_finished_spans()
+
+    assert info.size == 10
+    client = [s for s in spans if s.kind.name == "CLIENT"]
+    server = [s for s in spans if s.kind.name == "SERVER"]
+    assert [s.name for s in client] == ["/mutate.v1.StorageService/PutObject"]
+    assert server[0].parent is not None
+    assert server[0].parent.span_id == client[0].context.span_id
+    assert client[0].attributes["rpc.grpc.status_code"] == 0
+
+
+async def test_refused_put_stream_marks_the_client_span(
+    storage: StorageClient,
+) -> None:
+    with capture_spans() as exporter:
+        with pytest.raises(errors.InvalidArgument):
+            await storage.put_bytes("input/org/job/refused", b"0123456789")
+        for _ in range(100):
+            if any(s.kind.name == "CLIENT" for s in exporter.get_finished_spans()):
+                break
+            await _pause()
+        spans = exporter.get_finished_spans()
+
+    client = [s for s in spans if s.kind.name == "CLIENT"]
+    assert client and client[0].status.status_code.name == "ERROR"
+
+
+async def _pause() -> None:
+    await asyncio.sleep(0.01)
