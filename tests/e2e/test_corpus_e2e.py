@@ -94,8 +94,10 @@ def offline_pending(
 @pytest.fixture(scope="module")
 def offline(
     offline_pending: dict[str, concurrent.futures.Future[Outcome]],
+    platform: PlatformHarness,
 ) -> dict[str, Outcome]:
-    """The offline CLI's outcome per file."""
+    """The offline CLI's outcome per file (asking for the platform first, so
+    that it starts while the conversions run)."""
     return {name: future.result() for name, future in offline_pending.items()}
 
 

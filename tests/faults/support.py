@@ -110,6 +110,8 @@ class Try:
     verified: bool
     payload: dict[str, Any] | None
     at: float
+    headers: dict[str, str] = dataclasses.field(repr=False, default_factory=dict)
+    body: bytes = dataclasses.field(repr=False, default=b"")
 
 
 class WebhookReceiver:
@@ -194,7 +196,9 @@ class WebhookReceiver:
                 status = 500
             else:
                 status = 200
-            self.tries.append(Try(webhook_id, status, verified, payload, time.time()))
+            self.tries.append(
+                Try(webhook_id, status, verified, payload, time.time(), lowered, body)
+            )
         return status
 
     # --- what arrived -------------------------------------------------------------

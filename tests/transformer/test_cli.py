@@ -82,6 +82,18 @@ def test_unknown_configuration_field_refused(
     assert "deleteRowz" in err
 
 
+@pytest.mark.parametrize("text", ['"rules"', "[1, 2]", "42", "null"])
+def test_configuration_that_is_not_an_object_refused(
+    tmp_path: Path, book: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    config = _write(tmp_path, "c.json", text)
+    assert convert_command([str(book), "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"mutate-transformer convert: invalid configuration {config}: "
+        "expected a JSON object like examples/configurations/*.json\n"
+    )
+
+
 def test_invalid_rule_refused_with_path(
     tmp_path: Path, book: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -258,7 +258,8 @@ def test_entities_in_shared_strings_refused() -> None:
     source = zipfile.ZipFile(io.BytesIO(book))
     sheet = source.read("xl/worksheets/sheet1.xml")
     sheet = sheet.replace(
-        b'<c r="A1" t="inlineStr"><is><t>a</t></is></c>', b'<c r="A1" t="s"><v>0</v></c>'
+        b'<c r="A1" t="inlineStr"><is><t>a</t></is></c>',
+        b'<c r="A1" t="s"><v>0</v></c>',
     )
     strings = (
         b'<?xml version="1.0"?>\n<!DOCTYPE sst [<!ENTITY x SYSTEM '

@@ -28,7 +28,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple, Self
+from typing import NamedTuple, Self, cast
 
 from mutate.devstack import _proc
 from mutate.devstack import stack as stk
@@ -72,10 +72,11 @@ class Tenant(NamedTuple):
 
 
 class PlatformHarness(Platform):
-    """A running platform on free ports; see the module docstring."""
+    """A running platform on free ports; see the module docstring.
 
-    def __init__(self, config: PlatformConfig) -> None:
-        super().__init__(config)
+    The servers are `nats`, `s3` and `postgres` (each with stop, kill,
+    restart); the service processes are `processes` (by name: `process()`).
+    """
 
     # --- addresses ---------------------------------------------------------
 
@@ -122,9 +123,10 @@ class PlatformHarness(Platform):
         return [p for p in self.processes if p.name.startswith("worker-")]
 
     def service_env(self, service: str) -> dict[str, str]:
-        """The full environment `service` (or `worker`) was started with."""
+        """The environment `service` (or `worker`) was started with (for a
+        worker, but for its own health port in MUTATE_GRPC_PORT)."""
         env = self._base_env()
-        real: stk.ServiceName = "transformer" if service == "worker" else service  # type: ignore[assignment]
+        real = cast(stk.ServiceName, "transformer" if service == "worker" else service)
         env.update(stk.service_environment(self.info, real))
         env.update(self.service_extra_env(service))
         return env

@@ -15,8 +15,33 @@ from typing import Any
 from mutate.common.errors import Conflict, InvalidArgument, NotFound
 from mutate.gateway import pagination
 from mutate.gateway.db import Database, Row
+from mutate.gateway.projection import RANKS, TERMINAL_RANK, event_params
+from mutate.v1 import events_pb2
 
 logger = logging.getLogger(__name__)
+
+JobEvent = events_pb2.JobEvent
+
+# A synchronous job's row, written once its input is stored and its terminal
+# event known (parameters: NewJob's fields and projection.event_params).
+_INSERT_FINISHED = (
+    "INSERT INTO jobs (id, organization_id, configuration_id,"
+    " configuration_version, mode, input_key, input_file_name, input_bytes,"
+    " upload_id, webhook_url, client_reference, status, attempt, event_rank,"
+    " progress_percent, output_key, output_file_name, output_bytes,"
+    " output_rows, output_columns, output_content_type, output_sha256,"
+    " execution_log, warnings, error, created_at, started_at, finished_at,"
+    " dispatched_at)"
+    " VALUES (%(id)s, %(organization_id)s, %(configuration_id)s,"
+    " %(configuration_version)s, %(mode)s, %(input_key)s, %(input_file_name)s,"
+    " %(input_bytes)s, %(upload_id)s, %(webhook_url)s, %(client_reference)s,"
+    " %(status)s, %(attempt)s, %(rank)s, %(pct)s, %(output_key)s,"
+    " %(output_file_name)s, %(output_bytes)s, %(output_rows)s,"
+    " %(output_columns)s, %(output_content_type)s, %(output_sha256)s,"
+    " %(log)s, %(warnings)s, %(error)s, %(created_at)s,"
+    " coalesce(%(start)s, %(time)s), %(time)s, coalesce(%(start)s, %(time)s))"
+    " RETURNING *"
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -88,6 +113,42 @@ class JobStore:
                     " WHERE organization_id = %s AND key = %s",
                     (job.id, job.organization_id, idempotency_key),
                 )
+        assert row is not None
+        return row
+
+    async def insert_finished(
+        self,
+        job: NewJob,
+        event: JobEvent,
+        *,
+        created_at: dt.datetime,
+        idempotency_key: str = "",
+    ) -> Row:
+        """Insert the row of a synchronous job already ended by `event`.
+
+        One statement (the idempotency key's job id included), so the job is
+        never seen pending nor half-written, with the same columns
+        `projection.apply_event` would have set on a pending row.
+        """
+        if RANKS.get(event.type) != TERMINAL_RANK or event.attempt != 1:
+            raise ValueError("insert_finished takes the terminal event of attempt 1")
+        params = {
+            **dataclasses.asdict(job),
+            **event_params(event),
+            "created_at": created_at,
+            "idempotency_key": idempotency_key,
+        }
+        if params["status"] == "completed":
+            params["pct"] = 100
+        query = _INSERT_FINISHED
+        if idempotency_key:
+            query = (
+                f"WITH job AS ({_INSERT_FINISHED}), claim AS ("
+                "UPDATE idempotency_keys SET job_id = %(id)s"
+                " WHERE organization_id = %(organization_id)s"
+                " AND key = %(idempotency_key)s) SELECT * FROM job"
+            )
+        row = await self._db.fetchone(query, params)
         assert row is not None
         return row
 
@@ -336,6 +397,21 @@ class JobStore:
             " WHERE organization_id = %s AND key = %s",
             (organization_id, key),
         )
+
+    async def settle_idempotency_key(self, organization_id: str, key: str) -> None:
+        """End the claim of a request: `done` if it made a job (a repeat
+        gets that job), else forgotten (a repeat may try again)."""
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "DELETE FROM idempotency_keys WHERE organization_id = %s"
+                " AND key = %s AND job_id IS NULL AND state = 'running'",
+                (organization_id, key),
+            )
+            await conn.execute(
+                "UPDATE idempotency_keys SET state = 'done' WHERE"
+                " organization_id = %s AND key = %s AND job_id IS NOT NULL",
+                (organization_id, key),
+            )
 
     async def release_idempotency_key(self, organization_id: str, key: str) -> None:
         """Forget a key whose request failed before making a job."""

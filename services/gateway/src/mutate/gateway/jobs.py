@@ -1,17 +1,21 @@
 """Creating and running jobs: the synchronous and queued paths, cancel, retry.
 
 Order of writes, so nothing is half-written: the input is stored first, then
-the job row is inserted, then the job is handed on (a synchronous Transform
-or a JetStream publish). A job row therefore always has its input, and a
-published job always has its row. A row whose hand-over failed (NATS down, or
-this replica died mid-request) keeps `dispatched_at` empty and is queued by
-the sweeper after MUTATE_REQUEUE_AFTER_MS.
+the job row is inserted, then the job is handed on (a JetStream publish). A
+job row therefore always has its input, and a published job always has its
+row. A row whose hand-over failed (NATS down, or this replica died
+mid-request) keeps `dispatched_at` empty and is queued by the sweeper after
+MUTATE_REQUEUE_AFTER_MS. The synchronous path stores the input while the
+transformer converts it, then inserts the row already finished, in one
+statement, and publishes its terminal event; a failure before that insert
+leaves no job (see `_create_sync`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -20,6 +24,7 @@ from collections.abc import AsyncIterator
 
 import nats.errors
 import nats.js.errors
+from google.protobuf import timestamp_pb2
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -45,6 +50,7 @@ from mutate.gateway.job_store import (
     check_idempotency_key,
 )
 from mutate.gateway.projection import (
+    GATEWAY_WORKER_ID,
     RANKS,
     TERMINAL_RANK,
     apply_event,
@@ -67,7 +73,6 @@ logger = logging.getLogger(__name__)
 
 Configuration = configuration_pb2.Configuration
 JobEvent = events_pb2.JobEvent
-GATEWAY_WORKER_ID = "gateway"
 MAX_CLIENT_REFERENCE = 1024
 
 _CT = configuration_pb2.ConversionType
@@ -187,6 +192,8 @@ class JobManager:
         self._messaging = messaging
         self._webhook_urls = webhook_urls
         self._sync_slots = asyncio.Semaphore(settings.sync_concurrency)
+        # Key bookkeeping retried after a database outage (see _settle_key).
+        self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ create
 
@@ -221,16 +228,49 @@ class JobManager:
         try:
             job = await self._create(organization_id, request, data, key=key)
         except BaseException:
-            # The key was not used up: a retry with it may try again.
-            try:
-                await asyncio.shield(
-                    self._store.release_idempotency_key(organization_id, key)
-                )
-            except Exception:
-                logger.warning("could not release idempotency key", exc_info=True)
+            # Released when no job was made (a retry may try again), done
+            # when one was (a retry gets that job).
+            await self._settle_key(organization_id, key)
             raise
-        await self._store.finish_idempotency_key(organization_id, key)
+        await self._settle_key(organization_id, key)
         return job
+
+    async def _settle_key(self, organization_id: str, key: str) -> None:
+        """Close the key's claim; while the database is away, keep trying.
+
+        An unsettled claim holds every retry with the key in
+        `_wait_for_first` for MUTATE_IDEMPOTENCY_WAIT_MS, past any client's
+        deadline (or, with its job made, until the key expires). The request
+        itself is answered at once either way.
+        """
+        try:
+            await asyncio.shield(
+                self._store.settle_idempotency_key(organization_id, key)
+            )
+        except Exception as exc:
+            logger.warning(
+                "idempotency key not settled; retrying in the background",
+                extra={"error": repr(exc)},
+            )
+            task = asyncio.create_task(self._settle_key_later(organization_id, key))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _settle_key_later(self, organization_id: str, key: str) -> None:
+        # Half the wait: a stale claim may be taken over after the full one.
+        deadline = time.monotonic() + self._settings.idempotency_wait / 2
+        delay = 0.05
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._settings.sweep_interval)
+            try:
+                await self._store.settle_idempotency_key(organization_id, key)
+            except Exception as exc:
+                logger.debug("idempotency key still not settled: %r", exc)
+                continue
+            logger.info("idempotency key settled late")
+            return
+        logger.warning("idempotency key left to go stale")
 
     def _check_request(
         self, request: public_api_pb2.CreateJobRequest, data: bytes | None
@@ -336,13 +376,16 @@ class JobManager:
         *,
         key: str,
     ) -> job_pb2.Job:
+        created_at = dt.datetime.now(dt.UTC)
+        mode = request.mode or job_pb2.Job.AUTO
         configuration = await self._configurations.get(
             organization_id, request.configuration_id, request.configuration_version
         )
         webhook_url = await self._webhook_urls.check(request.webhook_url)
-        await self._check_queue_limit(organization_id)
+        if mode != job_pb2.Job.SYNC:
+            # A SYNC job never waits in the queue: the queue's limit is not its.
+            await self._check_queue_limit(organization_id)
         job_id = ids.new_id(ids.JOB)
-        mode = request.mode or job_pb2.Job.AUTO
         upload_id: str | None = None
         if data is not None:
             file_name = keys.sanitize_file_name(
@@ -351,12 +394,6 @@ class JobManager:
             check_file_type(file_name, configuration)
             input_key = keys.input_key(organization_id, job_id, file_name)
             size = len(data)
-            await self._storage.put_bytes(
-                input_key,
-                data,
-                _CONTENT_TYPES.get(input_kind(configuration), ""),
-                max_bytes=self._settings.max_input_bytes,
-            )
         else:
             upload = await self._store.get_upload(organization_id, request.upload_id)
             upload_id = upload["id"]
@@ -378,19 +415,35 @@ class JobManager:
             webhook_url=webhook_url or configuration.webhook_url,
             client_reference=request.client_reference,
         )
-        try:
-            row = await self._store.insert(new, idempotency_key=key)
-        except BaseException:
-            if data is not None:
-                await self._forget_input(input_key)
-            raise
         with job_context(job_id):
             sync = mode == job_pb2.Job.SYNC or (
                 mode == job_pb2.Job.AUTO and size <= self._settings.sync_max_bytes
             )
-            if sync:
-                return await self._run_sync(row, configuration, data, mode=mode)
+            # Busy in AUTO mode: the queue absorbs the load instead of this
+            # replica. (No await between this check and taking a slot.)
+            if sync and not (mode == job_pb2.Job.AUTO and self._sync_slots.locked()):
+                return await self._create_sync(
+                    new, configuration, data, mode=mode, key=key, created_at=created_at
+                )
+            if data is not None:
+                await self._store_input(new, configuration, data)
+            try:
+                row = await self._store.insert(new, idempotency_key=key)
+            except BaseException:
+                if data is not None:
+                    await self._forget_input(input_key)
+                raise
             return convert.job(await self.dispatch(row, configuration))
+
+    async def _store_input(
+        self, new: NewJob, configuration: Configuration, data: bytes
+    ) -> None:
+        await self._storage.put_bytes(
+            new.input_key,
+            data,
+            _CONTENT_TYPES.get(input_kind(configuration), ""),
+            max_bytes=self._settings.max_input_bytes,
+        )
 
     async def _upload_size(self, upload: Row) -> int:
         """The uploaded file's size; one over the limit is deleted and refused."""
@@ -477,48 +530,98 @@ class JobManager:
         )
         return row
 
-    async def _run_sync(
+    async def _create_sync(
+        self,
+        new: NewJob,
+        configuration: Configuration,
+        data: bytes | None,
+        *,
+        mode: int,
+        key: str,
+        created_at: dt.datetime,
+    ) -> job_pb2.Job:
+        """Run a job at once; its row is written once, already finished.
+
+        An inline input is stored while the transformer converts the same
+        bytes (they travel in the request), so storing it adds no time. The
+        row is inserted only after both, in one statement with the outcome:
+        a job row always has its input (a retry needs it) and is never seen
+        half-done. When the input cannot be stored, or anything else fails
+        before the row, no job exists: its files are removed and the caller
+        gets the error. In AUTO mode an unreachable transformer sends the
+        job to the queue instead, as a pending row.
+        """
+        draft: Row = {**dataclasses.asdict(new), "attempt": 1, "created_at": created_at}
+        stored: asyncio.Task[None] | None = None
+        if data is not None:
+            stored = asyncio.create_task(self._store_input(new, configuration, data))
+        started = messaging.now_timestamp()
+        try:
+            response = await self._transform(draft, configuration, data, mode=mode)
+            if stored is not None:
+                await stored
+            if response is None:
+                row = await self._store.insert(new, idempotency_key=key)
+            else:
+                event = self._outcome_event(draft, response, started)
+                row = await self._store.insert_finished(
+                    new, event, created_at=created_at, idempotency_key=key
+                )
+        except BaseException:
+            await self._discard(new, stored)
+            raise
+        if response is None:
+            return convert.job(await self.dispatch(row, configuration))
+        count_finished(self._metrics, row, mode="sync")
+        await self._publish(event)
+        return convert.job(row)
+
+    async def _transform(
         self,
         row: Row,
         configuration: Configuration,
         data: bytes | None,
         *,
         mode: int,
-    ) -> job_pb2.Job:
-        if mode == job_pb2.Job.AUTO and self._sync_slots.locked():
-            # Busy: the queue absorbs the load instead of this replica.
-            return convert.job(await self.dispatch(row, configuration))
-        async with self._sync_slots:
-            started = messaging.now_timestamp()
-            request = transformer_pb2.TransformRequest(
-                job_id=row["id"],
-                organization_id=row["organization_id"],
-                attempt=row["attempt"],
-                configuration=configuration,
-                input_file_name=row["input_file_name"],
-                output_key=self._output_key(row, configuration),
-            )
-            if data is not None:
-                request.input_data = data
-            else:
-                request.input_key = row["input_key"]
-            try:
-                response = await self._transformer.transform(request)
-            except (Unavailable, DeadlineExceeded) as exc:
-                if mode == job_pb2.Job.AUTO:
-                    logger.warning(
-                        "transformer unreachable; job sent to the queue",
-                        extra={"job_id": row["id"], "error": exc.message},
-                    )
-                    return convert.job(await self.dispatch(row, configuration))
-                response = transformer_pb2.TransformResponse(
-                    error=job_pb2.JobError(
-                        code="TRANSFORMER_UNAVAILABLE",
-                        message=f"the conversion service could not be reached: "
-                        f"{exc.message}",
-                        retryable=True,
-                    )
+    ) -> transformer_pb2.TransformResponse | None:
+        """The transformer's answer; None when it is unreachable in AUTO mode."""
+        request = transformer_pb2.TransformRequest(
+            job_id=row["id"],
+            organization_id=row["organization_id"],
+            attempt=row["attempt"],
+            configuration=configuration,
+            input_file_name=row["input_file_name"],
+            output_key=self._output_key(row, configuration),
+        )
+        if data is not None:
+            request.input_data = data
+        else:
+            request.input_key = row["input_key"]
+        try:
+            async with self._sync_slots:
+                return await self._transformer.transform(request)
+        except (Unavailable, DeadlineExceeded) as exc:
+            if mode == job_pb2.Job.AUTO:
+                logger.warning(
+                    "transformer unreachable; job sent to the queue",
+                    extra={"job_id": row["id"], "error": exc.message},
                 )
+                return None
+            return transformer_pb2.TransformResponse(
+                error=job_pb2.JobError(
+                    code="TRANSFORMER_UNAVAILABLE",
+                    message=f"the conversion service could not be reached: "
+                    f"{exc.message}",
+                    retryable=True,
+                )
+            )
+
+    def _outcome_event(
+        self,
+        row: Row,
+        response: transformer_pb2.TransformResponse,
+        started: timestamp_pb2.Timestamp,
+    ) -> JobEvent:
         event = self._event(row, JobEvent.FAILED)
         event.start_time.CopyFrom(started)
         if response.HasField("output") and not response.HasField("error"):
@@ -530,7 +633,32 @@ class JobManager:
                 event.error.code = "CONVERSION_FAILED"
         event.execution_log.extend(response.execution_log)
         event.warnings.extend(response.warnings)
-        return convert.job(await self.record(event, row, mode="sync"))
+        return event
+
+    async def _discard(self, new: NewJob, stored: asyncio.Task[None] | None) -> None:
+        """Remove the files of a synchronous job that was not created."""
+        try:
+            await asyncio.shield(self._remove_files(new, stored))
+        except Exception:
+            logger.warning(
+                "could not delete the files of a job that was not created",
+                extra={"job_id": new.id, "key": new.input_key},
+                exc_info=True,
+            )
+
+    async def _remove_files(
+        self, new: NewJob, stored: asyncio.Task[None] | None
+    ) -> None:
+        if stored is not None:
+            # Deleting before the put ends could leave its object behind.
+            await asyncio.wait([stored])
+            if not stored.cancelled() and stored.exception() is not None:
+                logger.debug("input not stored", exc_info=stored.exception())
+            await self._storage.delete(new.input_key)
+        # The transformer may have stored the output before the call failed.
+        await self._storage.delete_prefix(
+            keys.job_prefix(keys.Area.OUTPUT, new.organization_id, new.id)
+        )
 
     def _event(self, row: Row, event_type: int) -> JobEvent:
         event = JobEvent(
@@ -551,13 +679,20 @@ class JobManager:
         """Apply an event the gateway itself produced, then publish it.
 
         The row is written first so the answer reflects it; the event then
-        reaches the notifier (webhooks) and watchers. The projector sees it too
-        and finds nothing to change.
+        reaches the notifier (webhooks) and watchers. The projector skips it
+        (its worker id is GATEWAY_WORKER_ID).
         """
         async with self._db.connection() as conn:
             updated = await apply_event(conn, event)
         if updated is not None:
             count_finished(self._metrics, updated, mode=mode)
+        await self._publish(event)
+        if updated is None:
+            return await self._store.get(row["organization_id"], row["id"])
+        return updated
+
+    async def _publish(self, event: JobEvent) -> None:
+        """Publish an event the gateway made (after its row has it)."""
         try:
             await messaging.publish_event(
                 self._messaging.js, event, timeout=self._messaging.publish_timeout
@@ -569,9 +704,6 @@ class JobManager:
                 "job event not published",
                 extra={"job_id": event.job_id, "error": repr(exc)},
             )
-        if updated is None:
-            return await self._store.get(row["organization_id"], row["id"])
-        return updated
 
     # ------------------------------------------------------------ cancel, retry, delete
 

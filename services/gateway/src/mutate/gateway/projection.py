@@ -37,6 +37,10 @@ RANKS: dict[int, int] = {
 }
 TERMINAL_RANK = 3
 
+# The worker id of events the gateway makes itself (sync path, cancel): it
+# applies each to the row before publishing it, so the projector skips them.
+GATEWAY_WORKER_ID = "gateway"
+
 _STATUS_OF: dict[int, str] = {
     JobEvent.STARTED: "running",
     JobEvent.PROGRESS: "running",
@@ -77,7 +81,8 @@ _SQL: dict[str, str] = {
 }
 
 
-def _params(event: JobEvent) -> dict[str, Any]:
+def event_params(event: JobEvent) -> dict[str, Any]:
+    """The columns `event` sets, as query parameters (see `_SQL`)."""
     output = event.output
     start = (
         event.start_time.ToDatetime(tzinfo=dt.UTC)
@@ -124,7 +129,7 @@ async def apply_event(
         return None
     if not event.HasField("time"):
         event.time.GetCurrentTime()
-    cur = await conn.execute(_sql_for(event), _params(event))
+    cur = await conn.execute(_sql_for(event), event_params(event))
     return await cur.fetchone()
 
 

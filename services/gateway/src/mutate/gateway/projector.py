@@ -24,7 +24,11 @@ from mutate.common.errors import Unavailable
 from mutate.common.logs import job_context
 from mutate.common.telemetry import NOOP_METRICS, Metrics, consumer_span
 from mutate.gateway.db import Database
-from mutate.gateway.projection import apply_event, count_finished
+from mutate.gateway.projection import (
+    GATEWAY_WORKER_ID,
+    apply_event,
+    count_finished,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +121,10 @@ class Projector:
                 "undecodable job event dropped", extra={"subject": msg.subject}
             )
             await msg.term()
+            return
+        if event.worker_id == GATEWAY_WORKER_ID:
+            # Applied to its row before it was published: nothing to do.
+            await msg.ack()
             return
         with job_context(event.job_id):
             try:

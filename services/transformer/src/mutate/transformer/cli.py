@@ -121,7 +121,17 @@ def _load_configuration(path: Path | None) -> configuration_pb2.Configuration:
     except (OSError, UnicodeDecodeError) as exc:
         raise _Usage(f"cannot read configuration {path}: {exc}") from exc
     try:
-        json_format.Parse(text, configuration, ignore_unknown_fields=False)
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _Usage(f"invalid configuration {path}: {exc}") from exc
+    if not isinstance(document, dict):
+        # json_format would read a string as a message and blame a field "s".
+        raise _Usage(
+            f"invalid configuration {path}: expected a JSON object like "
+            "examples/configurations/*.json"
+        )
+    try:
+        json_format.ParseDict(document, configuration, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
         message = str(exc).replace("\n", " ")
         raise _Usage(f"invalid configuration {path}: {message}") from exc

@@ -1,35 +1,49 @@
 """gRPC spans and call durations for grpc.aio servers and channels.
 
-Spans come from `opentelemetry-instrumentation-grpc` (W3C context in the
-call metadata, `rpc.*` attributes, status on error). It records no metrics,
-so `DurationInterceptor` adds `rpc.server.call.duration`. Both go BEFORE
-`GrpcServer`'s own ErrorInterceptor, which it appends last: the error
-interceptor's `abort` then runs inside the server span and sets its status.
+Our own small instrumentation rather than `opentelemetry-instrumentation-
+grpc`'s interceptors, for cost (issue #8: the sync create-job path makes
+three gRPC hops; the library's pair cost ~490 us of CPU a call):
 
-TODO: cost. On a trivial unary call (tests/common/test_telemetry_bench.py)
-client + server spans with OTLP export add roughly 350-470 us of CPU a call,
-of which ~80-150 us is grpc.aio's Python interceptor path itself; a real
-request spends milliseconds elsewhere, but the issue's 10% budget for the
-sync create-job benchmark has to be measured once the services are wired.
+- Server: `ServerSpans`, a `CallObserver` that `GrpcServer` runs inside its
+  single ErrorInterceptor (one pass through grpc.aio's interceptor path
+  instead of two). It continues the caller's trace from the call metadata
+  (the global propagator: W3C `traceparent`), opens a SERVER span named by
+  the full method with `rpc.system`, `rpc.service`, `rpc.method` and
+  `rpc.grpc.status_code`, and sets ERROR for the codes that are the
+  server's fault (semantic conventions: UNKNOWN, DEADLINE_EXCEEDED,
+  UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS). The error mapping runs
+  inside the span, so the handler's exception is recorded on it.
+- Client: one interceptor per call shape. Each starts a CLIENT span (not
+  made current: nothing runs under it in the caller), puts its context in
+  the call metadata, and ends it from the call's done callback with the
+  status code; ERROR for any code but OK. The call is handed back at once,
+  never awaited here: a client-streaming caller writes with `call.write()`
+  before any status exists (opentelemetry-instrumentation-grpc 0.66b2's
+  stream-unary interceptor awaited the status first and hung such a put).
+
+`DurationInterceptor` records `rpc.server.call.duration`, also as an
+observer. Health checks and reflection make no spans.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
-from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import _aio_client
-from opentelemetry.instrumentation.grpc import (
-    aio_client_interceptors as _otel_client_interceptors,
-)
-from opentelemetry.instrumentation.grpc import (
-    aio_server_interceptor as _otel_server_interceptor,
-)
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.metrics import Histogram
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from mutate.common.grpc_server import CallObserver, ObserverInterceptor, final_code
+
+logger = logging.getLogger(__name__)
+
+TRACER_NAME = "mutate.common.telemetry.grpc"
 
 # Probes and tooling, not work: a health check every few seconds per pod
 # would otherwise be a trace of its own.
@@ -38,60 +52,254 @@ UNTRACED_SERVICES = (
     "grpc.reflection.v1alpha.ServerReflection",
 )
 
+# A server span is ERROR only for codes that are the server's fault.
+SERVER_ERROR_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
-def _traced_call(details: Any) -> bool:
-    method = details.method
+_OK = grpc.StatusCode.OK
+
+
+def _method_attributes(method: str | bytes, every: bool) -> dict[str, Any] | None:
+    """`rpc.*` attributes of a full method name; None if it is not traced
+    (unless `every`)."""
     if isinstance(method, bytes):
         method = method.decode()
-    service = str(method).lstrip("/").rpartition("/")[0]
-    return service not in UNTRACED_SERVICES
+    service, _, name = method.lstrip("/").rpartition("/")
+    if service in UNTRACED_SERVICES and not every:
+        return None
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+class _Methods:
+    """Per-method name and attributes, worked out once per method."""
+
+    def __init__(self, *, every: bool = False) -> None:
+        self._every = every
+        self._known: dict[str | bytes, tuple[str, dict[str, Any]] | None] = {}
+
+    def get(self, method: str | bytes) -> tuple[str, dict[str, Any]] | None:
+        try:
+            return self._known[method]
+        except KeyError:
+            attributes = _method_attributes(method, self._every)
+            name = method.decode() if isinstance(method, bytes) else method
+            info = (name, attributes) if attributes is not None else None
+            self._known[method] = info
+            return info
+
+
+# --- server -----------------------------------------------------------------------
+
+
+class ServerSpans(CallObserver):
+    """A SERVER span around each served call (see the module docstring)."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+        self._methods = _Methods()
+
+    def begin(
+        self, method: str, context: grpc.aio.ServicerContext
+    ) -> tuple[Span, object] | None:
+        info = self._methods.get(method)
+        if info is None:
+            return None
+        name, attributes = info
+        metadata = context.invocation_metadata()
+        parent = (
+            propagate.extract({item.key: item.value for item in metadata})
+            if metadata
+            else None
+        )
+        span = self._tracer.start_span(
+            name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return span, token
+
+    def end(
+        self,
+        state: tuple[Span, object],
+        context: grpc.aio.ServicerContext,
+        error: BaseException | None,
+    ) -> None:
+        span, token = state
+        try:
+            if span.is_recording():
+                code = final_code(context, error)
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if error is not None and not isinstance(
+                    error, (grpc.aio.AbortError, asyncio.CancelledError)
+                ):
+                    # Not mapped to a status by GrpcServer (a bare server).
+                    span.record_exception(error)
+                if code in SERVER_ERROR_CODES:
+                    details = context.details() or ""
+                    if isinstance(details, bytes):
+                        details = details.decode("utf-8", "replace")
+                    span.set_status(Status(StatusCode.ERROR, f"{code}:{details}"))
+            span.end()
+        finally:
+            otel_context.detach(token)
 
 
 def aio_server_interceptor(
     tracer_provider: trace.TracerProvider | None = None,
 ) -> grpc.aio.ServerInterceptor:
-    """The server-span interceptor (global tracer provider by default).
-
-    Health checks and reflection make no spans.
-    """
-    interceptor: grpc.aio.ServerInterceptor = _otel_server_interceptor(  # type: ignore[no-untyped-call]
-        tracer_provider=tracer_provider, filter_=_traced_call
-    )
-    return interceptor
+    """Server spans (global tracer provider by default), for a server's
+    interceptors; `GrpcServer` runs it inside its error interceptor."""
+    return ObserverInterceptor(ServerSpans(tracer_provider))
 
 
-def aio_client_interceptors(
-    tracer_provider: trace.TracerProvider | None = None,
-) -> list[grpc.aio.ClientInterceptor]:
-    """Client-span interceptors for all four call shapes, for a channel.
-
-    The instrumentation's client-streaming interceptor is replaced: it
-    awaits the call's status before handing the call back, so a caller that
-    sends with `call.write()` (as StorageClient.put_stream does) waits for
-    ever (opentelemetry-instrumentation-grpc 0.66b2).
-    """
-    interceptors: list[grpc.aio.ClientInterceptor] = _otel_client_interceptors(  # type: ignore[no-untyped-call]
-        tracer_provider=tracer_provider, filter_=_traced_call
-    )
-    return [
-        _StreamUnaryClientInterceptor(interceptor)
-        if isinstance(interceptor, _aio_client.StreamUnaryAioClientInterceptor)
-        else interceptor
-        for interceptor in interceptors
-    ]
+# --- client -----------------------------------------------------------------------
 
 
-class _StreamUnaryClientInterceptor(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
-    """A CLIENT span per client-streaming call that returns the call at once.
+class _ClientSpans:
+    """Starts CLIENT spans with their context in the call metadata."""
 
-    The span ends when the call does (a done callback), with the status
-    code, as the instrumentation's other interceptors do.
-    """
+    def __init__(self, tracer_provider: trace.TracerProvider | None) -> None:
+        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+        self._methods = _Methods()
 
-    def __init__(self, otel: Any) -> None:
-        # The instrumentation's interceptor: its tracer, filter and helpers.
-        self._otel = otel
-        self._finishing: set[asyncio.Task[None]] = set()
+    def start(
+        self, details: grpc.aio.ClientCallDetails
+    ) -> tuple[Span, grpc.aio.ClientCallDetails] | None:
+        info = self._methods.get(details.method)
+        if info is None:
+            return None
+        name, attributes = info
+        span = self._tracer.start_span(
+            name, kind=SpanKind.CLIENT, attributes=attributes
+        )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), *carrier.items())
+        return span, grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+    async def call(
+        self,
+        continuation: Callable[..., Awaitable[Any]],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        started = self.start(details)
+        if started is None:
+            return await continuation(details, request)
+        span, details = started
+        try:
+            call = await continuation(details, request)
+        except BaseException as exc:
+            _fail(span, exc)
+            raise
+        try:
+            call.add_done_callback(lambda done: _end_client_span(span, done))
+        except NotImplementedError:
+            # A response another interceptor already produced: it is done.
+            _end_client_span(span, call)
+        return call
+
+
+def _fail(span: Span, exc: BaseException) -> None:
+    if isinstance(exc, grpc.RpcError):
+        span.set_attribute("rpc.grpc.status_code", exc.code().value[0])
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    span.record_exception(exc)
+    span.end()
+
+
+def _end_client_span(span: Span, call: Any) -> None:
+    code = _now(call.code())
+    if code is _PENDING:
+        # Not expected from a done call; read the status in a task then.
+        _finish_later(span, call)
+        return
+    _set_client_status(span, code, call)
+
+
+def _set_client_status(span: Span, code: grpc.StatusCode, call: Any) -> None:
+    try:
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code is not _OK:
+                details = _now(call.details())
+                if details is _PENDING:
+                    details = ""
+                span.set_status(Status(StatusCode.ERROR, details or str(code)))
+    finally:
+        span.end()
+
+
+_PENDING = object()
+_finishing: set[asyncio.Task[None]] = set()
+
+
+def _now(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """The result of a coroutine that completes without waiting (the status
+    getters of a done call); `_PENDING` if it would wait."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coroutine.close()
+    return _PENDING
+
+
+def _finish_later(span: Span, call: Any) -> None:
+    async def finish() -> None:
+        try:
+            code = await call.code()
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+        _set_client_status(span, code, call)
+
+    task = asyncio.get_running_loop().create_task(finish())
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, spans: _ClientSpans) -> None:
+        self._spans = spans
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[..., Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await self._spans.call(continuation, client_call_details, request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, spans: _ClientSpans) -> None:
+        self._spans = spans
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[..., Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        return await self._spans.call(continuation, client_call_details, request)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, spans: _ClientSpans) -> None:
+        self._spans = spans
 
     async def intercept_stream_unary(
         self,
@@ -99,139 +307,76 @@ class _StreamUnaryClientInterceptor(grpc.aio.StreamUnaryClientInterceptor):  # t
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        otel = self._otel
-        if otel.tracing_skipped(client_call_details):
-            return await continuation(client_call_details, request_iterator)
-        with otel._start_interceptor_span(client_call_details.method) as span:
-            details = otel.propagate_trace_in_details(client_call_details)
-            try:
-                call = await continuation(details, request_iterator)
-            except grpc.aio.AioRpcError as exc:
-                otel.add_error_details_to_span(span, exc)
-                span.end()
-                raise
-        call.add_done_callback(lambda done: self._end_span(span, done))
-        return call
-
-    def _end_span(self, span: trace.Span, call: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self._finish(span, call))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-
-    async def _finish(self, span: trace.Span, call: Any) -> None:
-        try:
-            code = await call.code()
-            details = await call.details()
-        except asyncio.CancelledError:
-            code, details = grpc.StatusCode.CANCELLED, "cancelled"
-        _aio_client._unary_done_callback(
-            span, code, details, self._otel._call_response_hook
-        )(call)
+        return await self._spans.call(
+            continuation, client_call_details, request_iterator
+        )
 
 
-class DurationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, spans: _ClientSpans) -> None:
+        self._spans = spans
+
+    async def intercept_stream_stream(
+        self,
+        continuation: Callable[..., Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        return await self._spans.call(
+            continuation, client_call_details, request_iterator
+        )
+
+
+def aio_client_interceptors(
+    tracer_provider: trace.TracerProvider | None = None,
+) -> list[grpc.aio.ClientInterceptor]:
+    """Client-span interceptors for all four call shapes, for a channel
+    (global tracer provider by default)."""
+    spans = _ClientSpans(tracer_provider)
+    return [
+        _UnaryUnary(spans),
+        _UnaryStream(spans),
+        _StreamUnary(spans),
+        _StreamStream(spans),
+    ]
+
+
+# --- durations --------------------------------------------------------------------
+
+
+class CallDurations(CallObserver):
     """Records each served call's duration with its method and status code."""
 
     def __init__(self, histogram: Histogram) -> None:
         self._histogram = histogram
+        # Health checks too: their latency is worth a metric, not a trace.
+        self._methods = _Methods(every=True)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
+    def begin(
+        self, method: str, context: grpc.aio.ServicerContext
+    ) -> tuple[dict[str, Any], float] | None:
+        info = self._methods.get(method)
+        if info is None:
             return None
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
-        attributes = {
-            "rpc.system": "grpc",
-            "rpc.service": service,
-            "rpc.method": method,
-        }
-        wrap_unary = self._unary(attributes)
-        wrap_stream = self._stream(attributes)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                wrap_unary(handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                wrap_stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                wrap_stream(handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return info[1], time.perf_counter()
 
-    def _record(
+    def end(
         self,
-        attributes: dict[str, Any],
-        started: float,
+        state: tuple[dict[str, Any], float],
         context: grpc.aio.ServicerContext,
-        failed: bool,
+        error: BaseException | None,
     ) -> None:
-        code = context.code()
-        if code is None:
-            code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-        if isinstance(code, grpc.StatusCode):
-            code = code.value[0]
+        attributes, started = state
+        code = final_code(context, error)
         self._histogram.record(
             time.perf_counter() - started,
-            {**attributes, "rpc.grpc.status_code": int(code)},
+            {**attributes, "rpc.grpc.status_code": code.value[0]},
         )
 
-    def _unary(
-        self, attributes: dict[str, Any]
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
-            async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started = time.perf_counter()
-                failed = True
-                try:
-                    result = await behavior(request, context)
-                    failed = False
-                    return result
-                finally:
-                    self._record(attributes, started, context, failed)
 
-            return wrapper
+class DurationInterceptor(ObserverInterceptor):
+    """`rpc.server.call.duration` for a server's interceptors (`GrpcServer`
+    runs it inside its error interceptor)."""
 
-        return wrap
-
-    def _stream(
-        self, attributes: dict[str, Any]
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        def wrap(behavior: Callable[..., Any]) -> Callable[..., Any]:
-            async def wrapper(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                started = time.perf_counter()
-                failed = True
-                try:
-                    result = behavior(request, context)
-                    if hasattr(result, "__aiter__"):
-                        async for item in result:
-                            yield item
-                    else:
-                        await result
-                    failed = False
-                finally:
-                    self._record(attributes, started, context, failed)
-
-            return wrapper
-
-        return wrap
+    def __init__(self, histogram: Histogram) -> None:
+        super().__init__(CallDurations(histogram))

@@ -242,13 +242,11 @@ def _tracer_provider(config: TelemetrySettings, resource: Resource) -> TracerPro
 def _span_processors(config: TelemetrySettings) -> list[SpanProcessor]:
     exporters: list[SpanExporter] = []
     if "otlp" in config.trace_exporters:
-        # Imported only when used: requests and the protobuf encoders.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
+        # Imported only when used: requests and the SDK's OTLP exporter.
+        from mutate.common.telemetry._otlp import OtlpSpanExporter
 
         exporters.append(
-            OTLPSpanExporter(
+            OtlpSpanExporter(
                 endpoint=config.traces_url(),
                 headers=parse_pairs(config.otlp_headers, "OTEL_EXPORTER_OTLP_HEADERS"),
                 timeout=config.otlp_timeout,

@@ -51,6 +51,10 @@ FORWARDED_HEADERS = frozenset(
     {b"authorization", b"x-api-key", b"idempotency-key", b"traceparent", b"tracestate"}
 )
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+_KEY_HEADERS = frozenset({b"authorization", b"x-api-key"})
+# Longest forwarded header value: keys and traceparent are far shorter, W3C
+# tracestate is at most 512 bytes, idempotency keys 255 characters.
+MAX_FORWARDED_HEADER_BYTES = 1024
 
 # The RPC a multipart POST of a route's method is streamed to instead.
 MULTIPART_TARGETS = {"mutate.v1.JobService.CreateJob": "UploadJob"}
@@ -486,6 +490,7 @@ def _rpc_code_name(exc: grpc.RpcError) -> str:
 
 def _metadata(headers: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
     out = []
+    seen: set[bytes] = set()
     for name, value in headers:
         if name in FORWARDED_HEADERS:
             text = value.decode("latin-1")
@@ -495,8 +500,29 @@ def _metadata(headers: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], 
                     "cannot carry",
                     field=name.decode(),
                 )
+            # Past gRPC's metadata limit (8 KiB) a call fails at random with
+            # RESOURCE_EXHAUSTED: refuse oversized or repeated headers here.
+            if len(value) > MAX_FORWARDED_HEADER_BYTES or name in seen:
+                raise _oversized_header(name)
+            seen.add(name)
             out.append((name.decode(), text))
     return tuple(out)
+
+
+def _oversized_header(name: bytes) -> _errors.RestError:
+    header = name.decode()
+    if name in _KEY_HEADERS:
+        # No key is that long, and one key is read: as any invalid key.
+        return _errors.RestError(
+            code_pb2.UNAUTHENTICATED,
+            f"API key is not valid (header {header!r} is repeated or longer "
+            f"than {MAX_FORWARDED_HEADER_BYTES} bytes)",
+        )
+    return _errors.bad_request(
+        f"header {header!r} is repeated or longer than "
+        f"{MAX_FORWARDED_HEADER_BYTES} bytes",
+        field=header,
+    )
 
 
 def _with_current_trace(

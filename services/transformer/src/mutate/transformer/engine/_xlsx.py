@@ -25,8 +25,8 @@ from ._values import (
     reshape_temporal,
     text_of,
 )
-from ._xlsx_parts import SheetInfo, WorkbookIndex, open_container, read_index
 from ._xlsx_guard import check_grid, check_prolog
+from ._xlsx_parts import SheetInfo, WorkbookIndex, open_container, read_index
 from ._xlsx_scan import ScanPlan, SheetScan, scan_sheet, serial_decider
 
 __all__ = ["XlsxWorkbook"]

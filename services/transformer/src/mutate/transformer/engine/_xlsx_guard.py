@@ -15,7 +15,7 @@ import zlib
 from typing import IO
 
 from ._errors import EngineError
-from ._values import column_index, column_letter
+from ._values import column_letter
 
 __all__ = ["GRID_CELLS_PER_CELL", "check_grid", "check_prolog"]
 
@@ -26,18 +26,20 @@ _CHUNK = 4 * 1024 * 1024
 GRID_CELLS_PER_CELL = 4
 _MAX_ROWS = 1_048_576
 # Cell references mapped to a shape: letters to "A", digits to "0", quotes to
-# ".", whitespace to a space.
+# "."; whitespace is dropped (`r = "A1"` is a reference too).
 _SHAPE = bytes.maketrans(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'\"\t\r\n",
-    b"A" * 26 + b"0" * 10 + b"..   ",
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'\"",
+    b"A" * 26 + b"0" * 10 + b"..",
 )
-_COLUMN_BOUNDS = {1: 26, 2: 702, 3: 16_384}
+_BLANKS = b" \t\r\n"
+_SHORT_ROWS = 99_999
+# Column bounds by the letters of a reference; four letters or more are past
+# XFD, and only the exact pass says how far.
+_COLUMN_BOUNDS = {1: 26, 2: 702, 3: 16_384, 4: 1 << 62}
 # A cell with content: its tag is not self-closing and a child element follows.
 # Empty styled cells (gnumeric writes a whole last row of them) are not in the
 # grid calamine builds.
-_FILLED_REF = re.compile(
-    rb"\br\s*=\s*[\"']([A-Z]{1,3})([0-9]{1,7})[\"'][^>]*(?<!/)>\s*<(?!/)"
-)
+_FILLED_REF = re.compile(rb"\br\s*=\s*[\"']([A-Z]+)([0-9]+)[\"'][^>]*(?<!/)>\s*<(?!/)")
 _OVERLAP = 16
 
 
@@ -89,14 +91,12 @@ def _check_prolog(stream: IO[bytes], what: str) -> None:
         buffer = buffer[end + len(closer) :]
 
 
-def check_grid(
-    archive: zipfile.ZipFile, path: str, sheet: str, max_cells: int
-) -> None:
+def check_grid(archive: zipfile.ZipFile, path: str, sheet: str, max_cells: int) -> None:
     """Refuse a sheet whose cells span a grid too large to hold in memory."""
     budget = GRID_CELLS_PER_CELL * max_cells
-    letters, digits = _reference_shapes(archive, path, sheet)
-    rows = min(10**digits - 1, _MAX_ROWS)
-    if rows * _COLUMN_BOUNDS.get(letters, 0) <= budget:
+    letters, tall = _reference_shapes(archive, path, sheet)
+    rows = {0: _SHORT_ROWS, 1: _MAX_ROWS}.get(tall, 1 << 62)
+    if rows * _COLUMN_BOUNDS[letters] <= budget:
         return
     # The quick bound is too coarse: read the references exactly.
     rows, columns = _last_row_and_column(archive, path, sheet)
@@ -122,30 +122,30 @@ def _chunks(archive: zipfile.ZipFile, path: str, sheet: str) -> IO[bytes]:
 def _reference_shapes(
     archive: zipfile.ZipFile, path: str, sheet: str
 ) -> tuple[int, int]:
-    """The most letters and the most digits found in any cell reference."""
-    letters = digits = 0
+    """The most letters in any cell reference (1 to 4, four meaning past XFD),
+    and 0, 1 or 2 for row numbers of at most four digits, at most six, or
+    more (near or past the last row). A few substring searches per chunk: this
+    runs before every sheet is read, so it costs little more than the
+    decompression."""
+    letters, tall = 1, 0
     tail = b""
     try:
         with _chunks(archive, path, sheet) as stream:
             while chunk := stream.read(_CHUNK):
-                shape = (tail + chunk).translate(_SHAPE)
-                tail = chunk[-_OVERLAP:]
-                if b" =" in shape or b"= " in shape:
-                    # `r = "A1"` is a reference too; only the exact pass sees it.
-                    return 3, 7
-                for count in range(3, letters, -1):
-                    if b"r=." + b"A" * count + b"0" in shape:
-                        letters = count
-                        break
-                for count in range(7, digits, -1):
-                    if b"A" + b"0" * count + b"." in shape:
-                        digits = count
-                        break
+                # Translated pieces join like the text they come from, so a
+                # reference across two chunks is still found in the shapes.
+                shape = tail + chunk.translate(_SHAPE, _BLANKS)
+                tail = shape[-_OVERLAP:]
+                while letters < 4 and b"r=." + b"A" * (letters + 1) in shape:
+                    letters += 1
+                # Text such as "C861168" matches too: only a coarser bound.
+                while tall < 2 and b"A" + b"0" * (5 + 2 * tall) in shape:
+                    tall += 1
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
         raise EngineError(
             "INVALID_FILE", f"sheet {sheet!r} is corrupt or truncated ({exc})"
         ) from exc
-    return letters, digits
+    return letters, tall
 
 
 def _last_row_and_column(
@@ -175,8 +175,9 @@ def _last_row_and_column(
 
 def _extent(part: bytes, rows: int, columns: int) -> tuple[int, int]:
     for found_letters, found_digits in _FILLED_REF.findall(part):
-        rows = max(rows, int(found_digits))
-        column = column_index(found_letters.decode())
-        if column is not None:
-            columns = max(columns, column + 1)
+        rows = max(rows, int(found_digits[:12]))
+        column = 0
+        for letter in found_letters[:12]:
+            column = column * 26 + letter - 64
+        columns = max(columns, column)
     return rows, columns
