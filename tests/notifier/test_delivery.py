@@ -164,8 +164,10 @@ async def test_failing_twice_then_success_gets_three_tries_with_growing_gaps(
     calls = await receiver.wait_for("/flaky", 3)
     gaps = [b.at - a.at for a, b in zip(calls, calls[1:], strict=False)]
     # Schedule: 150 ms, then 300 ms, each shortened by at most 10 % jitter.
-    assert gaps[0] >= 0.13
-    assert gaps[1] > gaps[0]
+    # A loaded machine can only make a gap longer, so each is checked against
+    # its own floor rather than against the other (which load can reorder).
+    assert gaps[0] >= 0.135
+    assert gaps[1] >= 0.27
     assert len({c.headers["webhook-id"] for c in calls}) == 1
 
     delivery = await wait_delivery(

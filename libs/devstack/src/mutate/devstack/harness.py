@@ -19,6 +19,9 @@ It is the launcher's `Platform` with other defaults: the transformer runs
 `serve` plus `workers` separate `work` processes (named `worker-1`, ...),
 settings are short time constants suitable for tests unless overridden, and
 every server and process is exposed for stop/kill/restart.
+
+TODO: each harness starts its own SeaweedFS and PostgreSQL (a few seconds and
+~200 MB); there is no option yet to reuse a session's servers.
 """
 
 from __future__ import annotations
