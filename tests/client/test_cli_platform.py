@@ -202,6 +202,12 @@ def test_jobs_submit_of_a_png_named_xlsx_fails_with_the_reason(
     assert error["code"] and error["code"] in result.stderr
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".json"]
 
+    # To stdout: a failed job leaves stdout empty, the reason on stderr.
+    piped = cli("jobs", "submit", str(fake), "--config", config_id, "-o", "-")
+    assert piped.code == 1, piped.stderr
+    assert piped.stdout == ""
+    assert error["code"] in piped.stderr
+
 
 def test_jobs_get_list_download_deliveries(
     cli: Cli, platform: Platform, tmp_path: Path
@@ -271,6 +277,7 @@ def test_queue_stats(cli: Cli) -> None:
     human = cli("queue", "stats")
     assert human.code == 0, human.stderr
     assert "waiting:" in human.stdout
+    assert "your organization" in human.stdout
 
     machine = cli("queue", "stats", "--json")
     assert machine.code == 0

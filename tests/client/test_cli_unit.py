@@ -90,6 +90,17 @@ def test_usage_errors_exit_2(
     assert "usage: mutate" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("group", ["configs", "jobs", "queue"])
+def test_a_missing_command_is_named_for_people(
+    group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run(group)
+
+    assert code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "required: COMMAND" in err and "_command" not in err
+
+
 def test_help_documents_exit_codes_and_environment(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -305,6 +316,25 @@ def test_job_detail_shows_error_and_execution_log() -> None:
     assert "SELECT_WORKSHEET  error" in text
 
 
+@pytest.mark.parametrize(
+    ("rows", "columns", "shown"),
+    [(1, 11, "1 row × 11 columns"), (3, 1, "3 rows × 1 column"),
+     (300000, 6, "300,000 rows × 6 columns")],
+)  # fmt: skip
+def test_job_detail_counts_output_rows_and_columns(
+    rows: int, columns: int, shown: str
+) -> None:
+    job = Job(
+        id="job_1",
+        status=Job.COMPLETED,
+        output_file_name="out.csv",
+        output_rows=rows,
+        output_columns=columns,
+    )
+
+    assert f"out.csv (0 B, {shown})" in _output.job_detail(job)
+
+
 def test_job_rows_and_json_use_camel_case() -> None:
     jobs = [
         Job(id="job_1", status=Job.RUNNING, progress_percent=40),
@@ -337,7 +367,7 @@ def test_preview_prints_before_and_after_tables() -> None:
     text = _output.preview(preview)
 
     assert "before (sheet 'S'): 10 rows × 2 columns, first 1 shown" in text
-    assert "after: 1 rows × 1 columns" in text
+    assert "after: 1 row × 1 column" in text
     assert "ROW  a  b" in text
 
 

@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,12 @@ from minio import Minio
 
 from mutate.devstack import _proc
 from mutate.devstack import stack as stk
-from mutate.devstack.launcher import DEFAULT_PORTS, Platform, PlatformConfig
+from mutate.devstack.launcher import (
+    DEFAULT_PORTS,
+    Platform,
+    PlatformConfig,
+    PortInUseError,
+)
 from mutate.devstack.processes import check_health
 
 from .helpers import processes_mentioning, wait_gone
@@ -141,6 +147,10 @@ async def test_launcher_stops_cleanly_and_finds_its_data_again(
     assert first.stop(signal.SIGINT) == 0
     _assert_nothing_left(first, pids)
     assert not (home / "stack.json").exists()
+    # The topology is reported in one line, not one bare line per item.
+    log = (tmp_path / "launcher.log").read_text()
+    assert "nats topology: stream MUTATE_JOBS created" in log
+    assert "topology changed" not in log
 
     second = Launcher(home, port_args, tmp_path / "launcher.log")
     assert second.s3().get_object(bucket, "kept.txt").read() == b"kept"
@@ -213,3 +223,23 @@ def test_platform_runs_services_in_order_and_stops_them(
     assert wait_gone(pids) == []
     assert processes_mentioning(str(home)) == []
     assert not platform.state_path.exists()
+
+
+def test_platform_refuses_a_busy_port_before_starting_anything(home: Path) -> None:
+    names = list(DEFAULT_PORTS)
+    ports = dict(zip(names, _proc.free_ports(len(names)), strict=True))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        # Another engineer's platform (or any program) listening there.
+        other.bind(("127.0.0.1", ports["nats"]))
+        other.listen()
+        platform = Platform(PlatformConfig(home=home, ports=ports))
+        with pytest.raises(PortInUseError) as caught:
+            platform.start()
+    message = str(caught.value)
+    assert f"{ports['nats']} (nats)" in message
+    assert "--port nats=N" in message and "MUTATE_DEV_PORT_NATS=N" in message
+    assert "gateway-http" not in message  # only the busy one is named
+    assert [s.state.name for s in platform.servers] == ["NEW", "NEW", "NEW"]
+    assert not platform.state_path.exists()
+    # The folder's lock was released: a run with free ports may follow.
+    assert platform._lock_file is None

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mutate.devstack import _proc
@@ -130,6 +131,18 @@ def test_quickstart_as_written(platform_env: dict[str, str], tmp_path: Path) -> 
     )
     assert len(set(verified)) == 3, report
     assert "REJECTED" not in result.stdout, report
+    # Each at its first try: every block waits for its receiver to listen
+    # before making the job (a lost race costs a retry 10 s later).
+    state = json.loads(
+        (Path(platform_env["MUTATE_DEV_HOME"]) / "stack.json").read_text()
+    )
+    for job_id in set(verified):
+        answer = httpx.get(
+            f"{platform_env['MUTATE_REST']}/v1/jobs/{job_id}/deliveries",
+            headers={"Authorization": f"Bearer {state['api_key']}"},
+        )
+        tries = [d["tryCount"] for d in answer.json()["deliveries"]]
+        assert tries == [1], f"{job_id}: {answer.text}\n{report}"
     assert "COMPLETED" in result.stdout, report
 
     expected = offline_convert(INPUT, CONFIG, tmp_path / "offline.csv")
@@ -144,8 +157,6 @@ def test_quickstart_as_written(platform_env: dict[str, str], tmp_path: Path) -> 
 def test_receiver_rejects_a_wrong_signature(tmp_path: Path) -> None:
     """The example receiver does verify: a message signed with another
     secret is answered 400 and reported, never printed as verified."""
-    import httpx
-
     from mutate.common import webhooks
 
     port = _proc.free_port()

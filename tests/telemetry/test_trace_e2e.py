@@ -261,6 +261,8 @@ def _has_webhook_post(trace: Trace) -> bool:
     """
     return bool(
         trace.find(service="mutate-notifier", kind="client", name="POST")
+        # The try encloses the POST, so it ends (and is exported) after it.
+        and trace.find(service="mutate-notifier", kind="internal", name="webhook try")
         and {s.service for s in trace.spans} >= set(SERVICES)
         and trace.find(service="mutate-gateway", kind="server", name="POST /v1")
         and (

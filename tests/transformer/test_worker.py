@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -336,7 +337,7 @@ async def test_job_cancelled_while_running_stops(
     s3_server: S3Server,
     module_bucket: str,
 ) -> None:
-    start_worker("w1", env={"MUTATE_TEST_ENGINE_DELAY_MS": "10000"})
+    worker = start_worker("w1", env={"MUTATE_TEST_ENGINE_DELAY_MS": "10000"})
     job_id = new_job_id()
     await publish_jobs(
         js, [job_request(job_id, input_key=await upload(job_id, CSV_SMALL))]
@@ -353,6 +354,11 @@ async def test_job_cancelled_while_running_stops(
     assert "completed" not in events.types(job_id)
     assert not s3_keys(s3_server, module_bucket, f"output/{ORG}/{job_id}/")
     await wait_queue_empty(js)
+    # The log line says which job (it is written outside the job's context).
+    lines = worker.log_path.read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    said = [r for r in records if r["message"] == "job cancelled while running"]
+    assert [r.get("job_id") for r in said] == [job_id], lines[-20:]
 
 
 async def test_a_retry_is_not_affected_by_a_cancelled_attempt(

@@ -231,7 +231,10 @@ def _wait_and_download(context: Context, args: argparse.Namespace, job_id: str) 
         if progress is not None:
             progress.finish()
     if job.status != Job.COMPLETED or args.no_download:
-        context.show(job, lambda: _output.job_detail(job))
+        if args.output != "-" or args.no_download:
+            # With `-o -` stdout is the file's: a failed job leaves it empty
+            # (the reason goes to stderr) rather than filling it with a table.
+            context.show(job, lambda: _output.job_detail(job))
         return _job_exit(context, job)
     saved = _download(context, job.id, args.output)
     if args.output != "-":

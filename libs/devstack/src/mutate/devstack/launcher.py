@@ -57,6 +57,10 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 """Stable defaults; each can be changed with `--port NAME=PORT` or the
 environment variable MUTATE_DEV_PORT_<NAME> (upper case, `-` as `_`)."""
+SERVICE_PORT_NAMES = frozenset(
+    {"gateway-grpc", "gateway-http", "storage", "transformer", "notifier"}
+)
+"""The ports of the four services; the others are the servers' own."""
 
 DEV_ACCESS_KEY = "mutate-dev"
 DEV_SECRET_KEY = "mutate-dev-secret-key"  # loopback-only development server
@@ -127,6 +131,10 @@ class PlatformLockedError(RuntimeError):
     """Another launcher is running on the same data folder."""
 
 
+class PortInUseError(RuntimeError):
+    """A port the platform needs is taken (another run, another program)."""
+
+
 class Platform:
     """Everything `mutate-dev up` runs, owned in one place."""
 
@@ -182,6 +190,7 @@ class Platform:
         self.home.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         try:
+            self._check_ports()
             self._start_infra()
             if not self.config.only_infra:
                 self._start_services()
@@ -271,6 +280,29 @@ class Platform:
                 notifier=ports["notifier"],
             ),
         )
+
+    def _check_ports(self) -> None:
+        """Fail before starting anything when a port is taken, naming the fix.
+
+        Else a busy port shows up late, as one server's or service's
+        traceback, after everything before it has started.
+        """
+        busy = [
+            (name, port)
+            for name, port in self.config.ports.items()
+            if not (self.config.only_infra and name in SERVICE_PORT_NAMES)
+            and not _proc.port_is_free("127.0.0.1", port)
+        ]
+        if busy:
+            taken = ", ".join(f"{port} ({name})" for name, port in busy)
+            name = busy[0][0]
+            variable = PORT_VARIABLE_PREFIX + name.upper().replace("-", "_")
+            raise PortInUseError(
+                f"port in use on 127.0.0.1: {taken}; another platform or "
+                f"program has it. Stop it, or pick other ports: --port "
+                f'{name}=N (or {variable}=N; `make run ARGS="--port '
+                f'{name}=N"`)'
+            )
 
     def _start_infra(self) -> None:
         for server in self.servers:

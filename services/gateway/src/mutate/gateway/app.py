@@ -94,6 +94,7 @@ class Gateway:
         self.server: GrpcServer | None = None
         self.projector: Projector | None = None
         self.sweeper: Sweeper | None = None
+        self.manager: JobManager | None = None
         self.rest: RestServer | None = None
         self._clients: list[Any] = []
 
@@ -165,7 +166,7 @@ class Gateway:
         webhook_urls = WebhookUrlChecker(
             policy=netguard.NetworkPolicy.from_strings(s.webhook_allowed_networks)
         )
-        manager = JobManager(
+        manager = self.manager = JobManager(
             settings=s,
             db=self.db,
             store=jobs,
@@ -311,6 +312,9 @@ class Gateway:
             await self._quietly("sweeper", self.sweeper.stop())
         if self.projector is not None:
             await self._quietly("projector", self.projector.stop(timeout=grace))
+        if self.manager is not None:
+            # Sync jobs' events published after their answers.
+            await self._quietly("events", self.manager.drain(timeout=grace))
         for client in self._clients:
             await self._quietly("client", client.close())
         if self.nc is not None and not self.nc.is_closed:

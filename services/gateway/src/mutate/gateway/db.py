@@ -2,8 +2,9 @@
 
 Connections run in autocommit with the gateway's schema on the search path;
 `transaction()` opens an explicit transaction when several statements must
-hold together. psycopg's connection and pool errors become `Unavailable` here
-and nowhere else.
+hold together. psycopg's connection and pool errors become `Unavailable`,
+its data errors (a value PostgreSQL cannot hold) `InvalidArgument`, here and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import psycopg
 import psycopg_pool
 from psycopg.rows import dict_row
 
-from mutate.common.errors import Unavailable
+from mutate.common.errors import InvalidArgument, Unavailable
 from mutate.common.telemetry.psycopg import TracedAsyncCursor
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,12 @@ def translate_errors() -> Iterator[None]:
         raise Unavailable("database busy: no connection available") from exc
     except psycopg.OperationalError as exc:
         raise Unavailable("database unavailable") from exc
+    except psycopg.DataError as exc:
+        # A value PostgreSQL cannot hold (a NUL in a string, an out-of-range
+        # number) came from the request: the caller's to fix.
+        raise InvalidArgument(
+            f"a value in the request cannot be stored: {exc}"
+        ) from exc
 
 
 class Database:
@@ -66,6 +73,12 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
+            # psycopg_pool doubles the wait between reconnection attempts
+            # until this gives up (default 300 s): after a short outage the
+            # next attempt could be a minute away, every request failing with
+            # "database busy" meanwhile. Giving up after `timeout` starts a
+            # fresh attempt (1 s apart again) on the next request.
+            reconnect_timeout=timeout,
             open=False,
             name="gateway",
             kwargs=kwargs,

@@ -7,8 +7,8 @@ row. A row whose hand-over failed (NATS down, or this replica died
 mid-request) keeps `dispatched_at` empty and is queued by the sweeper after
 MUTATE_REQUEUE_AFTER_MS. The synchronous path stores the input while the
 transformer converts it, then inserts the row already finished, in one
-statement, and publishes its terminal event; a failure before that insert
-leaves no job (see `_create_sync`).
+statement, answers, and publishes its terminal event (for webhooks) right
+after; a failure before that insert leaves no job (see `_create_sync`).
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ logger = logging.getLogger(__name__)
 Configuration = configuration_pb2.Configuration
 JobEvent = events_pb2.JobEvent
 MAX_CLIENT_REFERENCE = 1024
+# Each try is bounded by MUTATE_NATS_PUBLISH_TIMEOUT_MS.
+_BACKGROUND_PUBLISH_TRIES = 2
 
 _CT = configuration_pb2.ConversionType
 # Input extensions by the kind of file a conversion reads.
@@ -192,6 +194,8 @@ class JobManager:
         self._messaging = messaging
         self._webhook_urls = webhook_urls
         self._sync_slots = asyncio.Semaphore(settings.sync_concurrency)
+        # Terminal events of synchronous jobs, published after the answer.
+        self._publishing: set[asyncio.Task[None]] = set()
         # Key bookkeeping retried after a database outage (see _settle_key).
         self._background: set[asyncio.Task[None]] = set()
 
@@ -310,7 +314,7 @@ class JobManager:
             raise InvalidArgument(
                 f"the {what} is empty; send a file with content",
                 field_violations=[("file_content", "empty")],
-                reason="FILE_EMPTY",
+                reason="EMPTY_FILE",  # the engine's code for the same (docs)
             )
         if size > self._settings.max_input_bytes:
             raise InvalidArgument(
@@ -547,9 +551,11 @@ class JobManager:
         row is inserted only after both, in one statement with the outcome:
         a job row always has its input (a retry needs it) and is never seen
         half-done. When the input cannot be stored, or anything else fails
-        before the row, no job exists: its files are removed and the caller
-        gets the error. In AUTO mode an unreachable transformer sends the
-        job to the queue instead, as a pending row.
+        before the row, no job exists: its files are removed (kept when the
+        insert's outcome is unknown) and the caller gets the error. In AUTO
+        mode an unreachable transformer sends the job to the queue instead,
+        as a pending row. The terminal event is published once the row is
+        in, without holding the answer for it.
         """
         draft: Row = {**dataclasses.asdict(new), "attempt": 1, "created_at": created_at}
         stored: asyncio.Task[None] | None = None
@@ -560,6 +566,15 @@ class JobManager:
             response = await self._transform(draft, configuration, data, mode=mode)
             if stored is not None:
                 await stored
+        except BaseException:
+            await self._discard(new, stored)
+            raise
+        # TODO: an idempotency key's claim names no job until this insert; a
+        # duplicate takes a claim over after MUTATE_IDEMPOTENCY_WAIT_MS, which
+        # must stay above MUTATE_TRANSFORM_TIMEOUT_MS (it does by default), or
+        # a slow job could be made twice. Not checked by the settings yet.
+        event = None
+        try:
             if response is None:
                 row = await self._store.insert(new, idempotency_key=key)
             else:
@@ -567,14 +582,24 @@ class JobManager:
                 row = await self._store.insert_finished(
                     new, event, created_at=created_at, idempotency_key=key
                 )
+        except (Unavailable, asyncio.CancelledError):
+            # The row may be written all the same (a lost connection can
+            # hide a commit): keep its files; unused ones expire.
+            raise
         except BaseException:
             await self._discard(new, stored)
             raise
-        if response is None:
+        if event is None:
             return convert.job(await self.dispatch(row, configuration))
         count_finished(self._metrics, row, mode="sync")
-        await self._publish(event)
-        return convert.job(row)
+        self._publish_later(event)
+        # The log and error as the event has them: the same messages the
+        # row's JSON would parse back to, without parsing it.
+        job = convert.job({**row, "execution_log": (), "error": None})
+        job.execution_log.extend(event.execution_log)
+        if event.HasField("error"):
+            job.error.CopyFrom(event.error)
+        return job
 
     async def _transform(
         self,
@@ -691,18 +716,50 @@ class JobManager:
             return await self._store.get(row["organization_id"], row["id"])
         return updated
 
-    async def _publish(self, event: JobEvent) -> None:
-        """Publish an event the gateway made (after its row has it)."""
-        try:
-            await messaging.publish_event(
-                self._messaging.js, event, timeout=self._messaging.publish_timeout
-            )
-        except (TimeoutError, nats.errors.Error) as exc:
-            # TODO: an outbox for gateway-made events; today a lost publish
-            # means no webhook for this event (the job row is right).
+    async def _publish(self, event: JobEvent, *, tries: int = 1) -> None:
+        """Publish an event the gateway made (after its row has it).
+
+        A repeated try is safe: JetStream drops a duplicate of the event.
+        """
+        for attempt in range(1, tries + 1):
+            try:
+                await messaging.publish_event(
+                    self._messaging.js, event, timeout=self._messaging.publish_timeout
+                )
+                return
+            except (TimeoutError, nats.errors.Error) as exc:
+                if attempt < tries:
+                    continue
+                # TODO: an outbox for gateway-made events; today a lost publish
+                # means no webhook for this event (the job row is right).
+                logger.warning(
+                    "job event not published",
+                    extra={"job_id": event.job_id, "error": repr(exc)},
+                )
+
+    def _publish_later(self, event: JobEvent) -> None:
+        """Publish off the response path: the answer need not wait for the
+        ack, the webhook follows a moment later. `drain` bounds it on
+        shutdown."""
+        task = asyncio.create_task(
+            self._publish(event, tries=_BACKGROUND_PUBLISH_TRIES),
+            name=f"publish {event.job_id}",
+        )
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for events still being published."""
+        pending = set(self._publishing)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
             logger.warning(
-                "job event not published",
-                extra={"job_id": event.job_id, "error": repr(exc)},
+                "job events not published before shutdown",
+                extra={"count": len(late)},
             )
 
     # ------------------------------------------------------------ cancel, retry, delete

@@ -587,7 +587,12 @@ class Worker:
 
     def _cancel_job(self, job: _Job) -> None:
         if not job.cancelled:
-            logger.info("job cancelled while running")
+            # Called from the cancellation watcher, outside the job's
+            # job_context: name the job here.
+            logger.info(
+                "job cancelled while running",
+                extra={"job_id": job.request.job_id, "attempt": job.request.attempt},
+            )
         job.cancelled = True
         self._pool.cancel(job.token)
 

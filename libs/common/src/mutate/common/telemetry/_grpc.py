@@ -114,11 +114,7 @@ class ServerSpans(CallObserver):
             return None
         name, attributes = info
         metadata = context.invocation_metadata()
-        parent = (
-            propagate.extract({item.key: item.value for item in metadata})
-            if metadata
-            else None
-        )
+        parent = propagate.extract(dict(metadata)) if metadata else None
         span = self._tracer.start_span(
             name, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )

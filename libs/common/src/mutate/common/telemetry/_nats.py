@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -20,6 +20,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.util.types import AttributeValue
 
 from mutate.common import logs
+from mutate.common.telemetry._spans import CurrentSpan
 
 TRACER_NAME = "mutate.common.telemetry.nats"
 # Same as mutate.common.messaging.JOB_ID_HEADER; messaging imports this
@@ -30,11 +31,15 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 JOB_ID_ATTRIBUTE = "mutate.job_id"
 
 
+# A proxy: it binds to the global provider once there is one. Looked up
+# once, as the SDK's get_tracer costs more than the span (~15 us).
+_default_tracer = trace.get_tracer(TRACER_NAME)
+
+
 def _tracer(tracer: trace.Tracer | None) -> trace.Tracer:
-    return tracer or trace.get_tracer(TRACER_NAME)
+    return tracer or _default_tracer
 
 
-@contextlib.contextmanager
 def producer_span(
     subject: str,
     headers: MutableMapping[str, str],
@@ -45,7 +50,7 @@ def producer_span(
     body_size: int | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
     tracer: trace.Tracer | None = None,
-) -> Iterator[trace.Span]:
+) -> contextlib.AbstractContextManager[trace.Span]:
     """A PRODUCER span around one publish; injects its context into `headers`.
 
     `destination_template` (e.g. `mutate.events.{organization}.{job}.{type}`)
@@ -69,14 +74,13 @@ def producer_span(
         attrs[JOB_ID_ATTRIBUTE] = job_id
     attrs.update(attributes or {})
     name = f"publish {destination_template or subject}"
-    with _tracer(tracer).start_as_current_span(
+    span = _tracer(tracer).start_span(
         name, kind=trace.SpanKind.PRODUCER, attributes=attrs
-    ) as span:
-        propagate.inject(headers)
-        yield span
+    )
+    propagate.inject(headers, context=trace.set_span_in_context(span))
+    return CurrentSpan(span)
 
 
-@contextlib.contextmanager
 def consumer_span(
     msg: Msg,
     *,
@@ -84,7 +88,7 @@ def consumer_span(
     destination_template: str = "",
     attributes: Mapping[str, AttributeValue] | None = None,
     tracer: trace.Tracer | None = None,
-) -> Iterator[trace.Span]:
+) -> contextlib.AbstractContextManager[trace.Span]:
     """A CONSUMER (process) span for one message, child of its producer.
 
     Inside the block the span is current and log records carry the job id
@@ -112,15 +116,12 @@ def consumer_span(
     attrs.update(_jetstream_attributes(msg))
     attrs.update(attributes or {})
     name = f"process {destination_template or msg.subject}"
-    with contextlib.ExitStack() as stack:
-        span = stack.enter_context(
-            _tracer(tracer).start_as_current_span(
-                name, context=parent, kind=trace.SpanKind.CONSUMER, attributes=attrs
-            )
-        )
-        if job_id:
-            stack.enter_context(logs.job_context(job_id))
-        yield span
+    span = _tracer(tracer).start_span(
+        name, context=parent, kind=trace.SpanKind.CONSUMER, attributes=attrs
+    )
+    return CurrentSpan(
+        span, parent=parent, inner=logs.job_context(job_id) if job_id else None
+    )
 
 
 def _jetstream_attributes(msg: Msg) -> dict[str, AttributeValue]:

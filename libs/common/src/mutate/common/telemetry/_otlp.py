@@ -39,6 +39,8 @@ _IS_REMOTE = 0x200
 _ATTRIBUTE_CACHE_SIZE = 4096
 # Values longer than this are not cached (their encoding is a copy anyway).
 _CACHED_VALUE_LENGTH = 2048
+# Resources and scopes by identity: the SDK keeps one of each per tracer.
+_OBJECT_CACHE_SIZE = 256
 
 
 def _varint(value: int) -> bytes:
@@ -131,6 +133,8 @@ class _Encoder:
         cached = self._resources.get(id(resource))
         if cached is None or cached[0] is not resource:
             cached = (resource, self._attributes_of(resource.attributes, b"\x0a"))
+            if len(self._resources) >= _OBJECT_CACHE_SIZE:
+                self._resources.clear()
             self._resources[id(resource)] = cached
         return cached[1]
 
@@ -146,6 +150,8 @@ class _Encoder:
                     encoded += _len_field(b"\x12", scope.version.encode())
                 encoded += self._attributes_of(scope.attributes, b"\x1a")
             cached = (scope, _len_field(b"\x0a", encoded))
+            if len(self._scopes) >= _OBJECT_CACHE_SIZE:
+                self._scopes.clear()
             self._scopes[id(scope)] = cached
         return cached[1]
 

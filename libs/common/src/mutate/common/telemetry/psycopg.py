@@ -11,26 +11,36 @@ Pass it as the connection's `cursor_factory`, e.g. in a pool's `kwargs`:
 `connection.execute(...)` goes through the cursor factory too.
 
 Statements run outside any span (background loops) make no span: a
-statement is traced only as part of a trace that is already there.
+statement is traced only as part of a trace that is already there. Span
+name and attributes are worked out once per statement text and connection.
 
 TODO: `cursor.stream()`, `copy()` and server-side cursors are not traced.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
 from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 from psycopg import sql
 from psycopg.rows import Row
 
 TRACER_NAME = "mutate.common.telemetry.psycopg"
 _MAX_STATEMENT = 4096
+# Statements seen, by text: their span name and attributes (the same few
+# statements run over and over). Bounded: cleared when full.
+_STATEMENT_CACHE_SIZE = 512
 
 _tracer = trace.get_tracer(TRACER_NAME)
+_statements: dict[str, tuple[str, dict[str, AttributeValue]]] = {}
+_servers: weakref.WeakKeyDictionary[Any, dict[str, AttributeValue]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _operation(text: str) -> str:
@@ -48,36 +58,62 @@ def _statement(query: Any, context: Any) -> str:
     return str(query)
 
 
-@contextlib.contextmanager
-def _db_span(cursor: psycopg.AsyncCursor[Any], query: Any) -> Iterator[None]:
-    # Only inside a trace: background polls (the notifier's claim loop, the
-    # gateway's sweeper) would otherwise make a one-span trace per statement.
+def _statement_attributes(text: str) -> tuple[str, dict[str, AttributeValue]]:
+    known = _statements.get(text)
+    if known is None:
+        operation = _operation(text)
+        statement = text[:_MAX_STATEMENT]
+        known = (
+            operation or "postgresql",
+            {
+                "db.operation.name": operation,
+                "db.statement": statement,
+                "db.query.text": statement,
+            },
+        )
+        if len(_statements) >= _STATEMENT_CACHE_SIZE:
+            _statements.clear()
+        _statements[text] = known
+    return known
+
+
+def _server_attributes(connection: Any) -> dict[str, AttributeValue]:
+    known = _servers.get(connection)
+    if known is None:
+        info = connection.info
+        known = {
+            "db.system": "postgresql",
+            "db.system.name": "postgresql",
+            "db.namespace": info.dbname,
+            "server.address": info.host,
+            "server.port": info.port,
+        }
+        _servers[connection] = known
+    return known
+
+
+def _start(cursor: psycopg.AsyncCursor[Any], query: Any) -> Span | None:
+    """A CLIENT span for a statement, or None outside any trace.
+
+    Background polls (the notifier's claim loop, the gateway's sweeper)
+    would otherwise make a one-span trace per statement. Not made current:
+    nothing runs under a statement.
+    """
     if not trace.get_current_span().get_span_context().is_valid:
-        yield
-        return
-    # The statement is only rendered when the span records: free when off.
-    with _tracer.start_as_current_span(
-        "postgresql", kind=trace.SpanKind.CLIENT
-    ) as span:
-        if span.is_recording():
-            text = _statement(query, cursor)
-            operation = _operation(text)
-            info = cursor.connection.info
-            if operation:
-                span.update_name(operation)
-            span.set_attributes(
-                {
-                    "db.system": "postgresql",
-                    "db.system.name": "postgresql",
-                    "db.namespace": info.dbname,
-                    "db.operation.name": operation,
-                    "db.statement": text[:_MAX_STATEMENT],
-                    "db.query.text": text[:_MAX_STATEMENT],
-                    "server.address": info.host,
-                    "server.port": info.port,
-                }
-            )
-        yield
+        return None
+    name, attributes = _statement_attributes(_statement(query, cursor))
+    return _tracer.start_span(
+        name,
+        kind=trace.SpanKind.CLIENT,
+        attributes={**_server_attributes(cursor.connection), **attributes},
+    )
+
+
+def _end(span: Span, exc: BaseException | None) -> None:
+    if isinstance(exc, Exception) and span.is_recording():
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    span.end()
 
 
 class TracedAsyncCursor(psycopg.AsyncCursor[Row]):
@@ -86,15 +122,31 @@ class TracedAsyncCursor(psycopg.AsyncCursor[Row]):
     async def execute(
         self, query: Any, params: Any = None, **kwargs: Any
     ) -> TracedAsyncCursor[Row]:
-        with _db_span(self, query):
+        span = _start(self, query)
+        if span is None:
             await super().execute(query, params, **kwargs)
+            return self
+        try:
+            await super().execute(query, params, **kwargs)
+        except BaseException as exc:
+            _end(span, exc)
+            raise
+        _end(span, None)
         return self
 
     async def executemany(
         self, query: Any, params_seq: Iterable[Any], **kwargs: Any
     ) -> None:
-        with _db_span(self, query):
+        span = _start(self, query)
+        if span is None:
             await super().executemany(query, params_seq, **kwargs)
+            return
+        try:
+            await super().executemany(query, params_seq, **kwargs)
+        except BaseException as exc:
+            _end(span, exc)
+            raise
+        _end(span, None)
 
 
 def traced_connection_kwargs() -> dict[str, Any]:

@@ -38,3 +38,6 @@ else:
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise JsonDecodeError(str(exc)) from exc
+        except RecursionError:
+            # `[[[[…` thousands deep: the decoder recurses once per level.
+            raise JsonDecodeError("nested too deeply") from None

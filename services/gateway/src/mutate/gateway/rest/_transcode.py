@@ -73,7 +73,13 @@ class RequestBuilder:
             field_name = route.body_field.json_name
         try:
             json_format.ParseDict(target, request, ignore_unknown_fields=False)
-        except (json_format.Error, ValueError, TypeError) as exc:
+        except (
+            json_format.Error,
+            ValueError,
+            TypeError,
+            OverflowError,  # 1e999 where an integer goes
+            RecursionError,  # nesting deeper than the decoder got
+        ) as exc:
             raise _errors.bad_request(
                 f"invalid request body: {exc}", field=field_name
             ) from None
