@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import httpx
@@ -139,7 +140,7 @@ def test_oversized_grpc_message(
                 metadata=(("authorization", f"Bearer {tenant.api_key}"),),
                 timeout=60,
             )
-    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert not tenant.client.list_jobs().jobs
 
 
@@ -148,7 +149,7 @@ def test_nul_bytes_in_strings(tenant: TenantClient) -> None:
     as invalid (it was an INTERNAL error), never half-stored."""
     stub = tenant.client.jobs
     metadata = tenant.client._metadata
-    calls = {
+    calls: dict[str, Callable[[], Any]] = {
         "client_reference": lambda: stub.CreateJob(
             public_api_pb2.CreateJobRequest(
                 configuration_id=tenant.configuration_id,
@@ -177,9 +178,9 @@ def test_nul_bytes_in_strings(tenant: TenantClient) -> None:
     for what, call in calls.items():
         with pytest.raises(grpc.RpcError) as info:
             call()
-        code = info.value.code()  # type: ignore[attr-defined]
+        code = info.value.code()
         assert code in (
             grpc.StatusCode.INVALID_ARGUMENT,
             grpc.StatusCode.NOT_FOUND,
-        ), (what, code, info.value.details())  # type: ignore[attr-defined]
+        ), (what, code, info.value.details())
     assert not tenant.client.list_jobs().jobs

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO.parent / "shared" / "corpus" / "files"
 
 
-def _xlsx_configuration(tenant: TenantClient, **output: object) -> str:
+def _xlsx_configuration(tenant: TenantClient, **output: Any) -> str:
     configuration = configuration_pb2.Configuration(
         name=f"xlsx {uuid.uuid4().hex[:6]}",
         conversion_type=configuration_pb2.XLSX_TO_CSV,
@@ -85,13 +86,13 @@ def test_empty_and_blank_files(tenant: TenantClient) -> None:
             _create_request(tenant.configuration_id, upload_id=upload.id),
             metadata=tenant.client._metadata,
         )
-    assert from_upload.value.code() in (  # type: ignore[attr-defined]
+    assert from_upload.value.code() in (
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.FAILED_PRECONDITION,
     )
 
 
-def _create_request(configuration_id: str, **fields: object) -> object:
+def _create_request(configuration_id: str, **fields: Any) -> Any:
     from mutate.v1 import public_api_pb2
 
     return public_api_pb2.CreateJobRequest(configuration_id=configuration_id, **fields)

@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -262,7 +263,7 @@ def test_a_revoked_key_stops_working_at_once_over_grpc(
         assert client.get_configuration(tenant.configuration_id).id
         job = client.submit(CSV, tenant.configuration_id, file_name="a.csv")
         tenant.client.revoke_api_key(created.api_key.id)
-        calls = {
+        calls: dict[str, Callable[[], Any]] = {
             "GetJob": lambda: client.get_job(job.id),
             "ListJobs": lambda: client.list_jobs(),
             "CreateConfiguration": lambda: client.create_configuration(

@@ -10,6 +10,7 @@ wrong type), and the test asserts the URL check's reason.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable
 
@@ -153,11 +154,8 @@ def test_loopback_is_allowed_here_but_metadata_never(
     assert wrong_type.value.reason == "WRONG_FILE_TYPE"
     # ...while no allow-list entry can let a metadata address in.
     for url in ("http://169.254.169.254/", "http://[fd00:ec2::254]/"):
-        assert (
-            _refusal(
-                lambda url=url: tenant.client.create_configuration(
-                    csv_configuration(webhook_url=url, rules=[_INVALID_RULE])
-                )
-            )
-            == ""
+        refused = functools.partial(
+            tenant.client.create_configuration,
+            csv_configuration(webhook_url=url, rules=[_INVALID_RULE]),
         )
+        assert _refusal(refused) == ""

@@ -8,8 +8,9 @@ platform of their own from `platform_factory`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -30,7 +31,10 @@ def process_platform(devstack_dir: Path) -> Iterator[PlatformHarness]:
         platform.stop()
 
 
-MakeTenant = Callable[[PlatformHarness], TenantClient]
+class MakeTenant(Protocol):
+    def __call__(
+        self, platform: PlatformHarness, *, receiver: bool = True
+    ) -> TenantClient: ...
 
 
 @pytest.fixture

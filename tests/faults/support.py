@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import http.server
 import json
 import logging
@@ -33,6 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mutate.client import ApiError, MutateClient, RetryPolicy
 from mutate.common import webhooks
+from mutate.devstack import stack as stk
 from mutate.devstack.harness import PlatformHarness
 from mutate.v1 import configuration_pb2, job_pb2, webhook_pb2
 
@@ -42,7 +44,7 @@ Job = job_pb2.Job
 Delivery = webhook_pb2.Delivery
 CSV = b"name,amount\nalice,1\nbob,2\ncarol,3\n"
 TERMINAL = frozenset({Job.COMPLETED, Job.FAILED, Job.CANCELLED, Job.DEAD_LETTERED})
-_RANK = {Job.PENDING: 0, Job.RUNNING: 1}
+_RANK: dict[int, int] = {Job.PENDING: 0, Job.RUNNING: 1}
 
 # Short time constants, so a fault is recovered from in seconds. Ack wait 2 s:
 # a killed worker's job comes back quickly; a delivery limit and nak delays
@@ -409,11 +411,12 @@ def assert_each_completed_once(
             if d.event_type == "job.completed"
         ]
 
+    def recorded(job_id: str) -> bool:
+        return all(d.status == Delivery.DELIVERED for d in completed_deliveries(job_id))
+
     for job_id in job_ids:
         wait_until(
-            lambda job_id=job_id: all(
-                d.status == Delivery.DELIVERED for d in completed_deliveries(job_id)
-            ),
+            functools.partial(recorded, job_id),
             timeout=40,
             what=f"the delivery of {job_id} to be recorded",
             every=0.5,
@@ -445,10 +448,7 @@ def assert_never_backwards(history: list[tuple[int, int]], job_id: str) -> None:
 
 
 def health_addresses(platform: PlatformHarness) -> dict[str, str]:
-    addresses = {
-        name: platform.address(name)  # type: ignore[arg-type]
-        for name in ("gateway", "storage", "transformer", "notifier")
-    }
+    addresses: dict[str, str] = {n: platform.address(n) for n in stk.SERVICES}
     for worker in platform.workers:
         if worker.health_address:
             addresses[worker.name] = worker.health_address
@@ -487,8 +487,8 @@ def _health(address: str) -> str:
                 health_pb2.HealthCheckRequest(service=""), timeout=3
             )
     except grpc.RpcError as exc:
-        return f"{exc.code().name}"  # type: ignore[attr-defined]
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        return str(exc.code().name)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def wait_until(

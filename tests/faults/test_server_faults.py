@@ -29,7 +29,7 @@ from .support import (
 pytestmark = pytest.mark.slow
 
 
-def _during(fault: Callable[[], None], tenant: TenantClient, count: int) -> list[str]:
+def _during(fault: Callable[[], object], tenant: TenantClient, count: int) -> list[str]:
     """Run `fault` while `count` jobs are submitted one after another."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         submitted = pool.submit(tenant.submit_many, count)
