@@ -11,7 +11,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from mutate.common import errors
-from mutate.common.grpc_server import STATUS_DETAILS_KEY, GrpcServer, ServiceRegistration
+from mutate.common.grpc_server import (
+    STATUS_DETAILS_KEY,
+    GrpcServer,
+    ServiceRegistration,
+)
 from mutate.v1 import storage_pb2, storage_pb2_grpc
 
 

@@ -14,6 +14,10 @@ from typing import Any
 import helm_python
 import kubernetes_validate
 import pytest
+
+from mutate.common import settings as settings_module
+from mutate.common import topology
+
 from .deploy_support import (
     CHART,
     COMPONENTS,
@@ -38,9 +42,6 @@ from .deploy_support import (
     topology_settings,
     walk_strings,
 )
-
-from mutate.common import settings as settings_module
-from mutate.common import topology
 
 SCENARIOS = scenarios()
 # The default values plus credentials, so every service's settings load.

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from .deploy_support import REPO, SETTINGS_CLASSES, service_settings
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from .deploy_support import REPO, SETTINGS_CLASSES, service_settings
 
 SERVICES = sorted(SETTINGS_CLASSES)
 # Folders of the distributions the services may depend on, by name.

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from .deploy_support import REPO, SETTINGS_CLASSES
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mutate.devstack import stack as stk
+
+from .deploy_support import REPO, SETTINGS_CLASSES
 
 pytestmark = pytest.mark.slow
 

@@ -7,13 +7,14 @@ import time
 import uuid
 
 import pytest
-from .conftest import StartStorage
 
 from mutate.common import errors, keys
 from mutate.common.storage_client import StorageClient
 from mutate.devstack.servers import S3Server
 from mutate.storage._store import S3Store, StoreOptions
 from mutate.storage.settings import Endpoint, ProviderConfig
+
+from .conftest import StartStorage
 
 OPTIONS = StoreOptions(
     part_bytes=5 * 1024 * 1024,

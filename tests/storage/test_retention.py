@@ -7,13 +7,13 @@ import io
 import time
 from typing import Any
 
-from .conftest import StartStorage
-from .test_faults import _store
-
 from mutate.common import keys
 from mutate.devstack.servers import S3Server
 from mutate.storage._retention import RetentionSweeper
 from mutate.storage._store import S3Store
+
+from .conftest import StartStorage
+from .test_faults import _store
 
 
 def _put(client: Any, bucket: str, key: str) -> None:

@@ -14,12 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from .conftest import StartStorage
 
 from mutate.common import errors, keys
 from mutate.common.storage_client import StorageClient
 from mutate.devstack.processes import ServiceProcess
 from mutate.devstack.servers import S3Server
+
+from .conftest import StartStorage
 
 MIB = 1024 * 1024
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from .rest_fakes import RestStack, StackFactory, start_stack, stop_stack
 
 

@@ -24,13 +24,14 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest
-from .rest_fakes import API_KEY
 
 from mutate.devstack import stack as stk
 from mutate.devstack.servers import NatsServer, PostgresServer, S3Server
 from mutate.gateway.db import Database
 from mutate.gateway.tenancy import TenancyStore
 from mutate.v1 import configuration_pb2, job_pb2, public_api_pb2, public_api_pb2_grpc
+
+from .rest_fakes import API_KEY
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.bench, pytest.mark.timeout(300)]
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from .rest_fakes import API_KEY, RestStack
 
 from mutate.gateway.rest import RouteTable, build_openapi, build_routes
 from mutate.gateway.rest import public_services as services
+
+from .rest_fakes import API_KEY, RestStack
 
 ROUTES = RouteTable(build_routes(services())).routes
 DOC = build_openapi(ROUTES)

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from .rest_fakes import RestStack, StackFactory
 
 from mutate.v1 import job_pb2
+
+from .rest_fakes import RestStack, StackFactory
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 

@@ -6,9 +6,10 @@ import base64
 import datetime
 
 import pytest
-from .rest_fakes import API_KEY, RestStack, StackFactory
 
 from mutate.v1 import job_pb2
+
+from .rest_fakes import API_KEY, RestStack, StackFactory
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
