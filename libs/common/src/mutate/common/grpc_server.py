@@ -66,7 +66,8 @@ def status_details(exc: MutateError) -> bytes:
         status.details.add().Pack(
             error_details_pb2.ErrorInfo(reason=exc.reason, domain="mutate")
         )
-    return status.SerializeToString()
+    serialized: bytes = status.SerializeToString()
+    return serialized
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:

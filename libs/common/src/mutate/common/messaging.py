@@ -50,7 +50,7 @@ TERMINAL_EVENTS = frozenset(
 
 def event_type_name(event_type: int) -> str:
     """`completed`, `dead_lettered`, …: the subject token of an event type."""
-    return _EVENT_TYPE_NAMES[event_type]
+    return _EVENT_TYPE_NAMES[events_pb2.JobEvent.Type.ValueType(event_type)]
 
 
 def job_headers(

@@ -78,7 +78,7 @@ def migrate(conninfo: str, schema: str, migrations: list[Migration]) -> list[str
                     sql.Identifier(schema)
                 )
             ).fetchall()
-            done = dict(rows)
+            done: dict[int, str] = dict(rows)
             for migration in migrations:
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
@@ -94,7 +94,7 @@ def migrate(conninfo: str, schema: str, migrations: list[Migration]) -> list[str
                             sql.Identifier(schema)
                         )
                     )
-                    conn.execute(migration.sql)  # type: ignore[arg-type]
+                    conn.execute(migration.sql)
                     conn.execute(
                         sql.SQL(
                             "INSERT INTO {}.schema_migrations (version, name, checksum)"

@@ -214,14 +214,14 @@ async def ensure(js: JetStreamContext, settings: TopologySettings) -> list[str]:
     Returns what was created or changed (empty when nothing was).
     """
     changed: list[str] = []
-    for config in (_jobs_stream(settings), _events_stream(settings)):
-        changed += await _ensure_stream(js, config)
-    for stream, config in (
+    for stream_config in (_jobs_stream(settings), _events_stream(settings)):
+        changed += await _ensure_stream(js, stream_config)
+    for stream, consumer_config in (
         (JOBS_STREAM, _workers_consumer(settings)),
         (EVENTS_STREAM, _projector_consumer()),
         (EVENTS_STREAM, _notifier_consumer()),
     ):
-        changed += await _ensure_consumer(js, stream, config)
+        changed += await _ensure_consumer(js, stream, consumer_config)
     changed += await _ensure_bucket(js, settings)
     for item in changed:
         logger.info("topology changed", extra={"item": item})
