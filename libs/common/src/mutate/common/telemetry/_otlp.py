@@ -162,9 +162,9 @@ class _Encoder:
         cache = self._attributes
         parts = []
         for key, value in attributes.items():
-            cache_key = (key, type(value), value)
+            cache_key: tuple[str, type, Any] | None = (key, type(value), value)
             try:
-                encoded = cache.get(cache_key)
+                encoded = cache.get((key, type(value), value))
             except TypeError:  # an unhashable value (a list)
                 cache_key, encoded = None, None
             if encoded is None:
@@ -229,7 +229,7 @@ class _Encoder:
 
     def _link(self, link: Any) -> bytes:
         context = link.context
-        body = (
+        body: bytes = (
             b"\x0a\x10"
             + context.trace_id.to_bytes(16, "big")
             + b"\x12\x08"
@@ -263,7 +263,7 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     return _Encoder().encode(spans)
 
 
-class OtlpSpanExporter(OTLPSpanExporter):  # type: ignore[misc]
+class OtlpSpanExporter(OTLPSpanExporter):
     """The SDK's OTLP/HTTP span exporter with `encode_spans`' encoder.
 
     Everything but the encoding (endpoint, headers, TLS, compression,
