@@ -55,7 +55,9 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy libs/devstack/src
+	$(BIN)/mypy libs/common/src libs/devstack/src services/gateway/src \
+		services/transformer/src services/storage/src services/notifier/src \
+		clients/python/src
 
 # Pin what is installed now (after adding or upgrading a dependency).
 constraints:

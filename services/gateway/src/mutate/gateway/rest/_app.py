@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import code_pb2  # type: ignore[import-untyped]
+from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2
 from opentelemetry import propagate, trace
 from starlette.datastructures import Headers

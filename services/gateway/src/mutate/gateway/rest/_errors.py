@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from google.rpc import (  # type: ignore[import-untyped]
+from google.rpc import (
     code_pb2,
     error_details_pb2,
     status_pb2,

@@ -122,7 +122,7 @@ def _plain(found: Any) -> Any:
     value = getattr(found, "value", found)
     try:
         # Numpy scalars have a shape too, but `ndim` 0: unwrapping stops there.
-        while isinstance(value, list) or getattr(value, "ndim", 0):
+        while isinstance(value, list) or int(getattr(value, "ndim", 0)):
             value = value[0] if isinstance(value, list) else value.ravel()[0]
     except (IndexError, TypeError):
         return _FAILED
