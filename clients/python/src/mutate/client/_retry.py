@@ -11,7 +11,12 @@ from mutate.client._errors import ApiError
 
 # Codes worth another try with the very same request. RESOURCE_EXHAUSTED only
 # counts when the server said how long to wait (its rate limiter does).
-RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+# DEADLINE_EXCEEDED too: the gateway answers it when its own call to another
+# service timed out ("storage: Deadline Exceeded", e.g. while S3 restarts),
+# and only idempotent calls are retried at all (see MutateClient._call).
+RETRYABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
