@@ -275,60 +275,38 @@ def _finish_later(span: Span, call: Any) -> None:
     task.add_done_callback(_finishing.discard)
 
 
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _ClientInterceptor:
+    """One body for the four call shapes; grpc.aio sorts interceptors by
+    isinstance with elif, so each shape still needs a class of its own."""
+
     def __init__(self, spans: _ClientSpans) -> None:
         self._spans = spans
 
-    async def intercept_unary_unary(
+    async def _intercept(
         self,
         continuation: Callable[..., Awaitable[Any]],
         client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        return await self._spans.call(continuation, client_call_details, request)
-
-
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    def __init__(self, spans: _ClientSpans) -> None:
-        self._spans = spans
-
-    async def intercept_unary_stream(
-        self,
-        continuation: Callable[..., Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        return await self._spans.call(continuation, client_call_details, request)
-
-
-class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
-    def __init__(self, spans: _ClientSpans) -> None:
-        self._spans = spans
-
-    async def intercept_stream_unary(
-        self,
-        continuation: Callable[..., Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: Any,
+        request_or_iterator: Any,
     ) -> Any:
         return await self._spans.call(
-            continuation, client_call_details, request_iterator
+            continuation, client_call_details, request_or_iterator
         )
 
 
-class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-    def __init__(self, spans: _ClientSpans) -> None:
-        self._spans = spans
+class _UnaryUnary(_ClientInterceptor, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    intercept_unary_unary = _ClientInterceptor._intercept
 
-    async def intercept_stream_stream(
-        self,
-        continuation: Callable[..., Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: Any,
-    ) -> Any:
-        return await self._spans.call(
-            continuation, client_call_details, request_iterator
-        )
+
+class _UnaryStream(_ClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    intercept_unary_stream = _ClientInterceptor._intercept
+
+
+class _StreamUnary(_ClientInterceptor, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    intercept_stream_unary = _ClientInterceptor._intercept
+
+
+class _StreamStream(_ClientInterceptor, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    intercept_stream_stream = _ClientInterceptor._intercept
 
 
 def aio_client_interceptors(
