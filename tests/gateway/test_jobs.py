@@ -8,11 +8,13 @@ from typing import Any
 
 import grpc
 import httpx
+import nats
 import pytest
 
-from mutate.v1 import configuration_pb2, job_pb2, public_api_pb2
+from mutate.common import topology
+from mutate.v1 import configuration_pb2, events_pb2, job_pb2, public_api_pb2
 
-from .conftest import MAX_INPUT_BYTES, SYNC_MAX_BYTES
+from .conftest import MAX_INPUT_BYTES, SYNC_MAX_BYTES, Platform
 from .helpers import CSV, Tenant, wait_for_status
 
 pb = public_api_pb2
@@ -105,6 +107,40 @@ async def test_auto_mode_over_the_sync_limit_goes_to_the_queue(tenant: Tenant) -
     )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "synchronous limit" in (error.details() or "")
+
+
+async def test_queued_small_inputs_travel_in_the_job_request(
+    tenant: Tenant, platform: Platform
+) -> None:
+    configuration = await tenant.configuration()
+    # Over the default MUTATE_INLINE_INPUT_MAX_BYTES (512 KiB), under the
+    # tests' MUTATE_MAX_INPUT_BYTES.
+    big = CSV + b"".join(b"row%d,%d\n" % (i, i) for i in range(60_000))
+    assert 512 * 1024 < len(big) < MAX_INPUT_BYTES
+    nc = await nats.connect(platform.info.nats_url, max_reconnect_attempts=0)
+    requests: dict[str, events_pb2.JobRequest] = {}
+
+    async def seen(msg: Any) -> None:
+        request = events_pb2.JobRequest.FromString(msg.data)
+        requests[request.job_id] = request
+
+    try:
+        await nc.subscribe(topology.JOBS_SUBJECT, cb=seen)
+        await nc.flush()
+        small = await _create(
+            tenant, configuration_id=configuration.id, file_content=CSV, mode=Job.ASYNC
+        )
+        large = await _create(
+            tenant, configuration_id=configuration.id, file_content=big, mode=Job.ASYNC
+        )
+        for job in (small, large):
+            await wait_for_status(tenant, job.id, Job.COMPLETED)
+    finally:
+        await nc.close()
+    assert requests[small.id].input_data == CSV
+    # Too large to carry: the worker reads the stored input.
+    assert requests[large.id].input_data == b""
+    assert requests[large.id].input_key
 
 
 async def test_upload_job_streams_the_file_in_chunks(tenant: Tenant) -> None:

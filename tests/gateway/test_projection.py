@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from mutate.common import messaging
-from mutate.gateway.projection import moves_forward
+from mutate.common.errors import InvalidArgument
+from mutate.gateway.db import Database
+from mutate.gateway.projection import COUNTED_COLUMNS, apply_events, moves_forward
 from mutate.v1 import events_pb2, job_pb2, public_api_pb2
 
 from .helpers import CSV, Tenant, wait_for_status
@@ -119,3 +123,56 @@ async def test_progress_only_grows(tenant: Tenant, js: Any) -> None:
         pb.GetJobRequest(id=job.id), metadata=tenant.metadata
     )
     assert (current.status, current.progress_percent) == (Job.RUNNING, 70)
+
+
+async def test_a_batch_of_events_applies_in_one_commit_or_not_at_all(
+    tenant: Tenant, gateway_db: Database
+) -> None:
+    configuration = await tenant.configuration()
+    job = await tenant.jobs.CreateJob(
+        pb.CreateJobRequest(configuration_id=configuration.id, file_content=CSV),
+        metadata=tenant.metadata,
+    )
+    assert job.status == Job.COMPLETED
+
+    def event(kind: int, attempt: int, **fields: Any) -> Any:
+        return Event(
+            type=kind,  # type: ignore[arg-type]
+            job_id=job.id,
+            organization_id=tenant.organization_id,
+            attempt=attempt,
+            **fields,
+        )
+
+    batch = [
+        event(Event.STARTED, 7),
+        event(Event.PROGRESS, 7, progress_percent=40),
+        event(Event.COMPLETED, 7, output={"key": "k", "rows": 5}),
+        Event(type=Event.STARTED, attempt=0),  # never applies
+    ]
+    async with gateway_db.connection() as conn:
+        rows = await apply_events(conn, batch, columns=COUNTED_COLUMNS)
+        assert [r and r["status"] for r in rows] == [
+            "running",
+            "running",
+            "completed",
+            None,
+        ]
+        assert set(rows[0] or {}) == set(COUNTED_COLUMNS)
+        # The same events again: all stale.
+        assert await apply_events(conn, batch[:3]) == [None, None, None]
+    done = await wait_for_status(tenant, job.id, Job.COMPLETED)
+    assert (done.attempt, done.output_rows) == (7, 5)
+
+    # PostgreSQL refuses the second (a NUL in text): the first is not kept.
+    refused = [
+        event(Event.STARTED, 8),
+        event(Event.FAILED, 8, error={"code": "X", "message": "nul \x00 here"}),
+    ]
+    with pytest.raises(InvalidArgument):
+        async with gateway_db.connection() as conn:
+            await apply_events(conn, refused)
+    again = await tenant.jobs.GetJob(
+        pb.GetJobRequest(id=job.id), metadata=tenant.metadata
+    )
+    assert (again.attempt, again.status) == (7, Job.COMPLETED)

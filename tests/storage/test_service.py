@@ -165,6 +165,71 @@ async def test_storage_put_over_max_bytes_stores_nothing(
     assert list(s3_client.list_objects(bucket, recursive=True)) == []
 
 
+async def test_storage_declared_hash_streams_a_large_object(
+    storage: StorageClient,
+) -> None:
+    # 12 MiB > the 5 MiB part size: streamed as a multipart upload with the
+    # hash recorded up front (no self-copy afterwards).
+    data = os.urandom(12 * MIB)
+    key = keys.output_key("org_1", "job_1", "big.bin")
+
+    info = await storage.put_bytes(key, data)
+
+    assert info.sha256 == (await storage.stat(key)).sha256
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert await storage.get_bytes(key) == data
+
+
+@pytest.mark.parametrize("size", [1000, 12 * MIB], ids=["one-put", "multipart"])
+@pytest.mark.parametrize("wrong", ["sha256", "size-short", "size-long"])
+async def test_storage_content_unlike_its_declaration_stores_nothing(
+    storage: StorageClient, s3_client: Any, bucket: str, size: int, wrong: str
+) -> None:
+    data = os.urandom(size)
+    declared_size, declared_sha = size, hashlib.sha256(data).hexdigest()
+    if wrong == "sha256":
+        declared_sha = hashlib.sha256(b"something else").hexdigest()
+    elif wrong == "size-short":
+        declared_size = size - 1
+    else:
+        declared_size = size + 1
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, size, MIB):
+            yield data[start : start + MIB]
+
+    with pytest.raises(errors.InvalidArgument) as refused:
+        await storage.put_stream(
+            keys.output_key("org_1", "job_1", "out.bin"),
+            chunks(),
+            size=declared_size,
+            sha256=declared_sha,
+        )
+
+    assert "declared" in str(refused.value)
+    assert list(s3_client.list_objects(bucket, recursive=True)) == []
+
+
+@pytest.mark.parametrize(
+    ("size", "sha256"),
+    [(0, "not-hex"), (0, "ab" * 31), (-1, ""), (10 * 1024**4, "")],
+    ids=["not-hex", "short-hash", "negative-size", "over-the-limit"],
+)
+async def test_storage_bad_declarations_are_refused(
+    storage: StorageClient, size: int, sha256: str
+) -> None:
+    async def one_chunk() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    with pytest.raises(errors.InvalidArgument):
+        await storage.put_stream(
+            keys.output_key("org_1", "job_1", "out.bin"),
+            one_chunk(),
+            size=size,
+            sha256=sha256,
+        )
+
+
 async def test_storage_get_over_max_bytes_is_refused(storage: StorageClient) -> None:
     key = keys.output_key("org_1", "job_1", "out.csv")
     await storage.put_bytes(key, b"x" * 100)

@@ -43,6 +43,9 @@ DROP_BOB = {
     "deleteRows": {"condition": "EQUALS", "column": "name", "value": "bob"},
 }
 TRACE_ENV = {
+    # Small inputs travel inline in the job request; the worker's storage
+    # read (a gRPC hop the issue's trace must show) needs it to be stored.
+    "MUTATE_INLINE_INPUT_MAX_BYTES": "0",
     "OTEL_BSP_SCHEDULE_DELAY": "100",
     "OTEL_METRICS_EXPORTER": "otlp",
     "OTEL_METRIC_EXPORT_INTERVAL": "500",
@@ -269,6 +272,18 @@ def _has_webhook_post(trace: Trace) -> bool:
             trace.find(service="mutate-transformer", kind="consumer")
             or trace.find(service="mutate-transformer", kind="server")
         )
+        and _servers_exported(trace)
+    )
+
+
+def _servers_exported(trace: Trace) -> bool:
+    """Each gRPC client span's server span is there too (a server exports
+    its spans in its own time, possibly after the caller's arrived)."""
+    served = {s.parent_span_id for s in trace.spans if s.kind == "server"}
+    return all(
+        s.span_id in served
+        for s in trace.spans
+        if s.kind == "client" and s.name.startswith("/mutate.v1.")
     )
 
 

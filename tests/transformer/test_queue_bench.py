@@ -15,9 +15,10 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "queue_bench.py"
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_queue_bench_tiny_run_reports_throughput() -> None:
+@pytest.mark.parametrize("mode", [[], ["--input-by-key"]], ids=["inline", "by-key"])
+def test_queue_bench_tiny_run_reports_throughput(mode: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--jobs", "12", "--workers", "1,2"],
+        [sys.executable, str(BENCH), "--jobs", "12", "--workers", "1,2", *mode],
         env=stk.clean_environment(),
         capture_output=True,
         text=True,

@@ -89,6 +89,22 @@ async def test_worker_runs_a_queued_job(
     assert state.num_redelivered == 0
 
 
+async def test_worker_takes_an_input_the_request_carries(
+    js: Any, events: EventLog, storage: StorageClient, start_worker: StartWorker
+) -> None:
+    start_worker("w1")
+    job_id = new_job_id()
+    # Nothing stored under the key: only the request's copy can be read.
+    request = job_request(job_id, input_key=keys.input_key(ORG, job_id, "data.csv"))
+    request.input_data = CSV_SMALL
+    await publish_jobs(js, [request])
+
+    await events.wait_terminal(job_id, timeout=20)
+
+    assert events.types(job_id) == ["started", "completed"]
+    assert await storage.get_bytes(events.terminal(job_id)[0].output.key) == CSV_SMALL
+
+
 async def test_worker_fails_a_corrupt_file_at_once(
     js: Any, events: EventLog, upload: Upload, start_worker: StartWorker
 ) -> None:

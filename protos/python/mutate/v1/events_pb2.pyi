@@ -47,6 +47,7 @@ class JobRequest(_message.Message):
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     CLIENT_REFERENCE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    INPUT_DATA_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     organization_id: _builtins.str
     attempt: _builtins.int
@@ -57,6 +58,12 @@ class JobRequest(_message.Message):
     webhook_url: _builtins.str
     """Passed through to events for the notifier."""
     client_reference: _builtins.str
+    input_data: _builtins.bytes
+    """The input itself, when the gateway had it in hand and it is small
+    (MUTATE_INLINE_INPUT_MAX_BYTES): the worker then skips reading
+    `input_key`, which is stored all the same (retries, retention). Empty:
+    read `input_key`.
+    """
     @_builtins.property
     def configuration(self) -> _configuration_pb2.Configuration:
         """Snapshot of the configuration version the job runs, rules included."""
@@ -77,10 +84,11 @@ class JobRequest(_message.Message):
         webhook_url: _builtins.str = ...,
         client_reference: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        input_data: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["configuration", b"configuration", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "client_reference", b"client_reference", "configuration", b"configuration", "create_time", b"create_time", "input_bytes", b"input_bytes", "input_file_name", b"input_file_name", "input_key", b"input_key", "job_id", b"job_id", "organization_id", b"organization_id", "output_key", b"output_key", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "client_reference", b"client_reference", "configuration", b"configuration", "create_time", b"create_time", "input_bytes", b"input_bytes", "input_data", b"input_data", "input_file_name", b"input_file_name", "input_key", b"input_key", "job_id", b"job_id", "organization_id", b"organization_id", "output_key", b"output_key", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

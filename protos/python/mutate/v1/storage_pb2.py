@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mutate/v1/storage.proto\x12\tmutate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x10PutObjectRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.mutate.v1.PutObjectHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xb4\x01\n\x0fPutObjectHeader\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x11\n\tmax_bytes\x18\x03 \x01(\x03\x12:\n\x08metadata\x18\x04 \x03(\x0b\x32(.mutate.v1.PutObjectHeader.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf6\x01\n\nObjectInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x31\n\rlast_modified\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x08metadata\x18\x06 \x03(\x0b\x32#.mutate.v1.ObjectInfo.MetadataEntry\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"2\n\x10GetObjectRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tmax_bytes\x18\x02 \x01(\x03\"S\n\x11GetObjectResponse\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x15.mutate.v1.ObjectInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\" \n\x11StatObjectRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\"\n\x13\x44\x65leteObjectRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"%\n\x13\x44\x65letePrefixRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"\'\n\x14\x44\x65leteObjectResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"\x81\x01\n\x11PresignGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x64ownload_file_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"e\n\x11PresignPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"\xc3\x01\n\x0cPresignedUrl\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x07headers\x18\x04 \x03(\x0b\x32$.mutate.v1.PresignedUrl.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x8c\x04\n\x0eStorageService\x12\x41\n\tPutObject\x12\x1b.mutate.v1.PutObjectRequest\x1a\x15.mutate.v1.ObjectInfo(\x01\x12H\n\tGetObject\x12\x1b.mutate.v1.GetObjectRequest\x1a\x1c.mutate.v1.GetObjectResponse0\x01\x12\x41\n\nStatObject\x12\x1c.mutate.v1.StatObjectRequest\x1a\x15.mutate.v1.ObjectInfo\x12O\n\x0c\x44\x65leteObject\x12\x1e.mutate.v1.DeleteObjectRequest\x1a\x1f.mutate.v1.DeleteObjectResponse\x12O\n\x0c\x44\x65letePrefix\x12\x1e.mutate.v1.DeletePrefixRequest\x1a\x1f.mutate.v1.DeleteObjectResponse\x12\x43\n\nPresignGet\x12\x1c.mutate.v1.PresignGetRequest\x1a\x17.mutate.v1.PresignedUrl\x12\x43\n\nPresignPut\x12\x1c.mutate.v1.PresignPutRequest\x1a\x17.mutate.v1.PresignedUrlb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mutate/v1/storage.proto\x12\tmutate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x10PutObjectRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.mutate.v1.PutObjectHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xd2\x01\n\x0fPutObjectHeader\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x11\n\tmax_bytes\x18\x03 \x01(\x03\x12:\n\x08metadata\x18\x04 \x03(\x0b\x32(.mutate.v1.PutObjectHeader.MetadataEntry\x12\x0c\n\x04size\x18\x05 \x01(\x03\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf6\x01\n\nObjectInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x31\n\rlast_modified\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x08metadata\x18\x06 \x03(\x0b\x32#.mutate.v1.ObjectInfo.MetadataEntry\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"2\n\x10GetObjectRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tmax_bytes\x18\x02 \x01(\x03\"S\n\x11GetObjectResponse\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x15.mutate.v1.ObjectInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\" \n\x11StatObjectRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\"\n\x13\x44\x65leteObjectRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"%\n\x13\x44\x65letePrefixRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"\'\n\x14\x44\x65leteObjectResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"\x81\x01\n\x11PresignGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x64ownload_file_name\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\"e\n\x11PresignPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\nexpires_in\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"\xc3\x01\n\x0cPresignedUrl\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x07headers\x18\x04 \x03(\x0b\x32$.mutate.v1.PresignedUrl.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x8c\x04\n\x0eStorageService\x12\x41\n\tPutObject\x12\x1b.mutate.v1.PutObjectRequest\x1a\x15.mutate.v1.ObjectInfo(\x01\x12H\n\tGetObject\x12\x1b.mutate.v1.GetObjectRequest\x1a\x1c.mutate.v1.GetObjectResponse0\x01\x12\x41\n\nStatObject\x12\x1c.mutate.v1.StatObjectRequest\x1a\x15.mutate.v1.ObjectInfo\x12O\n\x0c\x44\x65leteObject\x12\x1e.mutate.v1.DeleteObjectRequest\x1a\x1f.mutate.v1.DeleteObjectResponse\x12O\n\x0c\x44\x65letePrefix\x12\x1e.mutate.v1.DeletePrefixRequest\x1a\x1f.mutate.v1.DeleteObjectResponse\x12\x43\n\nPresignGet\x12\x1c.mutate.v1.PresignGetRequest\x1a\x17.mutate.v1.PresignedUrl\x12\x43\n\nPresignPut\x12\x1c.mutate.v1.PresignPutRequest\x1a\x17.mutate.v1.PresignedUrlb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,33 +42,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUTOBJECTREQUEST']._serialized_start=103
   _globals['_PUTOBJECTREQUEST']._serialized_end=192
   _globals['_PUTOBJECTHEADER']._serialized_start=195
-  _globals['_PUTOBJECTHEADER']._serialized_end=375
-  _globals['_PUTOBJECTHEADER_METADATAENTRY']._serialized_start=328
-  _globals['_PUTOBJECTHEADER_METADATAENTRY']._serialized_end=375
-  _globals['_OBJECTINFO']._serialized_start=378
-  _globals['_OBJECTINFO']._serialized_end=624
-  _globals['_OBJECTINFO_METADATAENTRY']._serialized_start=328
-  _globals['_OBJECTINFO_METADATAENTRY']._serialized_end=375
-  _globals['_GETOBJECTREQUEST']._serialized_start=626
-  _globals['_GETOBJECTREQUEST']._serialized_end=676
-  _globals['_GETOBJECTRESPONSE']._serialized_start=678
-  _globals['_GETOBJECTRESPONSE']._serialized_end=761
-  _globals['_STATOBJECTREQUEST']._serialized_start=763
-  _globals['_STATOBJECTREQUEST']._serialized_end=795
-  _globals['_DELETEOBJECTREQUEST']._serialized_start=797
-  _globals['_DELETEOBJECTREQUEST']._serialized_end=831
-  _globals['_DELETEPREFIXREQUEST']._serialized_start=833
-  _globals['_DELETEPREFIXREQUEST']._serialized_end=870
-  _globals['_DELETEOBJECTRESPONSE']._serialized_start=872
-  _globals['_DELETEOBJECTRESPONSE']._serialized_end=911
-  _globals['_PRESIGNGETREQUEST']._serialized_start=914
-  _globals['_PRESIGNGETREQUEST']._serialized_end=1043
-  _globals['_PRESIGNPUTREQUEST']._serialized_start=1045
-  _globals['_PRESIGNPUTREQUEST']._serialized_end=1146
-  _globals['_PRESIGNEDURL']._serialized_start=1149
-  _globals['_PRESIGNEDURL']._serialized_end=1344
-  _globals['_PRESIGNEDURL_HEADERSENTRY']._serialized_start=1298
-  _globals['_PRESIGNEDURL_HEADERSENTRY']._serialized_end=1344
-  _globals['_STORAGESERVICE']._serialized_start=1347
-  _globals['_STORAGESERVICE']._serialized_end=1871
+  _globals['_PUTOBJECTHEADER']._serialized_end=405
+  _globals['_PUTOBJECTHEADER_METADATAENTRY']._serialized_start=358
+  _globals['_PUTOBJECTHEADER_METADATAENTRY']._serialized_end=405
+  _globals['_OBJECTINFO']._serialized_start=408
+  _globals['_OBJECTINFO']._serialized_end=654
+  _globals['_OBJECTINFO_METADATAENTRY']._serialized_start=358
+  _globals['_OBJECTINFO_METADATAENTRY']._serialized_end=405
+  _globals['_GETOBJECTREQUEST']._serialized_start=656
+  _globals['_GETOBJECTREQUEST']._serialized_end=706
+  _globals['_GETOBJECTRESPONSE']._serialized_start=708
+  _globals['_GETOBJECTRESPONSE']._serialized_end=791
+  _globals['_STATOBJECTREQUEST']._serialized_start=793
+  _globals['_STATOBJECTREQUEST']._serialized_end=825
+  _globals['_DELETEOBJECTREQUEST']._serialized_start=827
+  _globals['_DELETEOBJECTREQUEST']._serialized_end=861
+  _globals['_DELETEPREFIXREQUEST']._serialized_start=863
+  _globals['_DELETEPREFIXREQUEST']._serialized_end=900
+  _globals['_DELETEOBJECTRESPONSE']._serialized_start=902
+  _globals['_DELETEOBJECTRESPONSE']._serialized_end=941
+  _globals['_PRESIGNGETREQUEST']._serialized_start=944
+  _globals['_PRESIGNGETREQUEST']._serialized_end=1073
+  _globals['_PRESIGNPUTREQUEST']._serialized_start=1075
+  _globals['_PRESIGNPUTREQUEST']._serialized_end=1176
+  _globals['_PRESIGNEDURL']._serialized_start=1179
+  _globals['_PRESIGNEDURL']._serialized_end=1374
+  _globals['_PRESIGNEDURL_HEADERSENTRY']._serialized_start=1328
+  _globals['_PRESIGNEDURL_HEADERSENTRY']._serialized_end=1374
+  _globals['_STORAGESERVICE']._serialized_start=1377
+  _globals['_STORAGESERVICE']._serialized_end=1901
 # @@protoc_insertion_point(module_scope)

@@ -80,12 +80,22 @@ class PutObjectHeader(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     MAX_BYTES_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     content_type: _builtins.str
     max_bytes: _builtins.int
     """Refuse (INVALID_ARGUMENT) when the stream carries more than this; 0
     means the service's own limit.
     """
+    size: _builtins.int
+    """The content's exact length and hex SHA-256, when the sender knows them
+    (it holds the bytes). With `sha256` the hash is recorded as the upload
+    starts, so a large object streams to the store while it arrives instead
+    of being stamped afterwards. Both are checked against what arrives; a
+    mismatch is refused with INVALID_ARGUMENT and nothing is stored.
+    """
+    sha256: _builtins.str
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -95,10 +105,12 @@ class PutObjectHeader(_message.Message):
         content_type: _builtins.str = ...,
         max_bytes: _builtins.int = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "key", b"key", "max_bytes", b"max_bytes", "metadata", b"metadata"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "key", b"key", "max_bytes", b"max_bytes", "metadata", b"metadata", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -342,8 +342,13 @@ class GrpcServer:
         )
         self.port = 0
 
-    async def start(self) -> int:
-        """Bind and start; returns the bound port."""
+    async def start(self, *, serving: bool = True) -> int:
+        """Bind and start; returns the bound port.
+
+        `serving=False` starts with health NOT_SERVING, for a process that
+        has more to start (e.g. an HTTP listener) before it takes traffic;
+        it calls `set_serving(True)` when ready.
+        """
         for registration in self._services:
             registration.add_to_server(registration.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -355,8 +360,7 @@ class GrpcServer:
         if self.port == 0:
             raise OSError(f"cannot bind gRPC server to {self._address}")
         await self._server.start()
-        for name in ("", *names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.set_serving(serving)
         self.state = ServerState.SERVING
         logger.info("grpc serving", extra={"address": self._address})
         return self.port

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import datetime
 import enum
+import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from types import TracebackType
@@ -32,6 +33,8 @@ from mutate.v1 import storage_pb2, storage_pb2_grpc
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
+# Above this, put_bytes hashes in a thread rather than on the event loop.
+_HASH_INLINE_BYTES = 256 * 1024
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_STREAM_TIMEOUT = 600.0
 
@@ -172,15 +175,30 @@ class StorageClient:
         max_bytes: int = 0,
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        """Store `data` under `key`; returns its size and SHA-256."""
+        """Store `data` under `key`; returns its size and SHA-256.
+
+        The size and hash travel in the header, so the service can stream a
+        large object straight to the store and refuse a corrupted transfer.
+        """
 
         async def chunks() -> AsyncIterator[bytes]:
             view = memoryview(data)
             for start in range(0, len(view), self.chunk_bytes):
                 yield bytes(view[start : start + self.chunk_bytes])
 
+        if len(data) > _HASH_INLINE_BYTES:
+            # hashlib drops the GIL: a large buffer is hashed off the loop.
+            sha256 = await asyncio.to_thread(_sha256_hex, data)
+        else:
+            sha256 = _sha256_hex(data)
         return await self.put_stream(
-            key, chunks(), content_type, max_bytes=max_bytes, metadata=metadata
+            key,
+            chunks(),
+            content_type,
+            max_bytes=max_bytes,
+            metadata=metadata,
+            size=len(data),
+            sha256=sha256,
         )
 
     async def put_stream(
@@ -191,11 +209,14 @@ class StorageClient:
         max_bytes: int = 0,
         *,
         metadata: Mapping[str, str] | None = None,
+        size: int = 0,
+        sha256: str = "",
     ) -> ObjectInfo:
         """Store a stream of any length in constant memory.
 
         `max_bytes` (0: the service's own limit) refuses a longer stream with
-        InvalidArgument; nothing is stored then.
+        InvalidArgument; nothing is stored then. `size` and `sha256`, when the
+        caller knows them, are checked by the service against what arrives.
         """
         self._check_open()
         header = storage_pb2.PutObjectHeader(
@@ -203,6 +224,8 @@ class StorageClient:
             content_type=content_type,
             max_bytes=max_bytes,
             metadata=dict(metadata or {}),
+            size=size,
+            sha256=sha256,
         )
 
         call = self._stub.PutObject(timeout=self.stream_timeout)
@@ -353,6 +376,10 @@ class StorageClient:
         raise errors.FailedPrecondition(
             f"upload {key!r} {problem}", reason="UPLOAD_REFUSED"
         )
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _media_type(content_type: str) -> str:

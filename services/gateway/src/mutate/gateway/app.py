@@ -177,6 +177,7 @@ class Gateway:
                 js=js,
                 cancellations=cancellations,
                 publish_timeout=s.nats_publish_timeout,
+                max_payload=self.nc.max_payload,
             ),
             webhook_urls=webhook_urls,
             metrics=metrics,
@@ -243,7 +244,9 @@ class Gateway:
                 ),
             ],
         )
-        self.grpc_port = await self.server.start()
+        # Health stays NOT_SERVING until REST listens too: whoever waits on
+        # it (the launcher, Kubernetes probes) may then use either face.
+        self.grpc_port = await self.server.start(serving=False)
         self.projector = Projector(
             js=js,
             db=self.db,
@@ -262,6 +265,7 @@ class Gateway:
         )
         self.sweeper.start()
         self.rest = await self._start_rest()
+        await self.server.set_serving(True)
         self.state = GatewayState.SERVING
         logger.info(
             "gateway serving",

@@ -17,6 +17,7 @@ import grpc
 
 from mutate.common.errors import from_rpc_error
 from mutate.common.grpc_server import DEFAULT_MAX_MESSAGE_BYTES
+from mutate.common.telemetry import insecure_channel
 from mutate.v1 import (
     configuration_pb2,
     transformer_pb2,
@@ -45,7 +46,7 @@ def channel(
     address: str, *, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
 ) -> grpc.aio.Channel:
     """A channel to another service; `interceptors` add client spans."""
-    return grpc.aio.insecure_channel(
+    return insecure_channel(
         address, options=_CHANNEL_OPTIONS, interceptors=list(interceptors) or None
     )
 

@@ -22,6 +22,17 @@ logger = logging.getLogger(__name__)
 
 JobEvent = events_pb2.JobEvent
 
+# A queued job's row, pending (parameters: NewJob's fields).
+_INSERT_PENDING = (
+    "INSERT INTO jobs (id, organization_id, configuration_id,"
+    " configuration_version, mode, input_key, input_file_name,"
+    " input_bytes, upload_id, webhook_url, client_reference)"
+    " VALUES (%(id)s, %(organization_id)s, %(configuration_id)s,"
+    " %(configuration_version)s, %(mode)s, %(input_key)s,"
+    " %(input_file_name)s, %(input_bytes)s, %(upload_id)s,"
+    " %(webhook_url)s, %(client_reference)s) RETURNING *"
+)
+
 # A synchronous job's row, written once its input is stored and its terminal
 # event known (parameters: NewJob's fields and projection.event_params).
 _INSERT_FINISHED = (
@@ -94,25 +105,22 @@ class JobStore:
     # ------------------------------------------------------------ jobs
 
     async def insert(self, job: NewJob, *, idempotency_key: str = "") -> Row:
-        """Insert the job row (pending, attempt 1), tied to its idempotency key."""
-        async with self._db.transaction() as conn:
-            cur = await conn.execute(
-                "INSERT INTO jobs (id, organization_id, configuration_id,"
-                " configuration_version, mode, input_key, input_file_name,"
-                " input_bytes, upload_id, webhook_url, client_reference)"
-                " VALUES (%(id)s, %(organization_id)s, %(configuration_id)s,"
-                " %(configuration_version)s, %(mode)s, %(input_key)s,"
-                " %(input_file_name)s, %(input_bytes)s, %(upload_id)s,"
-                " %(webhook_url)s, %(client_reference)s) RETURNING *",
-                dataclasses.asdict(job),
+        """Insert the job row (pending, attempt 1), tied to its idempotency key.
+
+        One statement either way (no BEGIN/COMMIT round trips): the key's
+        update rides along in a CTE, as in `insert_finished`.
+        """
+        query = _INSERT_PENDING
+        if idempotency_key:
+            query = (
+                f"WITH job AS ({_INSERT_PENDING}), claim AS ("
+                "UPDATE idempotency_keys SET job_id = %(id)s"
+                " WHERE organization_id = %(organization_id)s"
+                " AND key = %(idempotency_key)s) SELECT * FROM job"
             )
-            row = await cur.fetchone()
-            if idempotency_key:
-                await conn.execute(
-                    "UPDATE idempotency_keys SET job_id = %s"
-                    " WHERE organization_id = %s AND key = %s",
-                    (job.id, job.organization_id, idempotency_key),
-                )
+        row = await self._db.fetchone(
+            query, {**dataclasses.asdict(job), "idempotency_key": idempotency_key}
+        )
         assert row is not None
         return row
 

@@ -76,6 +76,8 @@ JobEvent = events_pb2.JobEvent
 MAX_CLIENT_REFERENCE = 1024
 # Each try is bounded by MUTATE_NATS_PUBLISH_TIMEOUT_MS.
 _BACKGROUND_PUBLISH_TRIES = 2
+# Room left under the NATS max_payload for a job request's headers.
+_HEADER_ROOM = 4096
 
 _CT = configuration_pb2.ConversionType
 # Input extensions by the kind of file a conversion reads.
@@ -166,6 +168,8 @@ class Messaging:
     js: JetStreamContext
     cancellations: KeyValue
     publish_timeout: float
+    # The NATS server's largest message (0: unknown, not checked).
+    max_payload: int = 0
 
 
 class JobManager:
@@ -437,7 +441,7 @@ class JobManager:
                 if data is not None:
                     await self._forget_input(input_key)
                 raise
-            return convert.job(await self.dispatch(row, configuration))
+            return convert.job(await self.dispatch(row, configuration, data=data))
 
     async def _store_input(
         self, new: NewJob, configuration: Configuration, data: bytes
@@ -486,7 +490,7 @@ class JobManager:
     # ------------------------------------------------------------ run
 
     def _job_request(
-        self, row: Row, configuration: Configuration
+        self, row: Row, configuration: Configuration, data: bytes | None
     ) -> events_pb2.JobRequest:
         request = events_pb2.JobRequest(
             job_id=row["id"],
@@ -501,6 +505,11 @@ class JobManager:
             client_reference=row["client_reference"],
         )
         request.create_time.FromDatetime(row["created_at"])
+        if data is not None and len(data) <= self._settings.inline_input_max_bytes:
+            request.input_data = data
+            limit = self._messaging.max_payload
+            if limit and request.ByteSize() + _HEADER_ROOM > limit:
+                request.ClearField("input_data")
         return request
 
     @staticmethod
@@ -511,9 +520,16 @@ class JobManager:
             output_file_name(row["input_file_name"], configuration),
         )
 
-    async def dispatch(self, row: Row, configuration: Configuration) -> Row:
-        """Queue the row's current attempt; a failed publish is left to the sweeper."""
-        request = self._job_request(row, configuration)
+    async def dispatch(
+        self, row: Row, configuration: Configuration, *, data: bytes | None = None
+    ) -> Row:
+        """Queue the row's current attempt; a failed publish is left to the sweeper.
+
+        `data`, the stored input when the caller has it in hand, travels in
+        the request if small (MUTATE_INLINE_INPUT_MAX_BYTES): the worker need
+        not read it back from storage.
+        """
+        request = self._job_request(row, configuration, data)
         try:
             await messaging.publish_job_request(
                 self._messaging.js, request, timeout=self._messaging.publish_timeout
@@ -590,7 +606,7 @@ class JobManager:
             await self._discard(new, stored)
             raise
         if event is None:
-            return convert.job(await self.dispatch(row, configuration))
+            return convert.job(await self.dispatch(row, configuration, data=data))
         count_finished(self._metrics, row, mode="sync")
         self._publish_later(event)
         # The log and error as the event has them: the same messages the

@@ -106,6 +106,14 @@ class GatewaySettings(CommonSettings, NatsSettings, RestSettings):
         256 * 1024 * 1024,
         help="Largest input file a job accepts (inline, streamed or uploaded).",
     )
+    inline_input_max_bytes: int = setting(
+        "MUTATE_INLINE_INPUT_MAX_BYTES",
+        512 * 1024,
+        help="Largest input a queued job request carries itself, sparing the "
+        "worker a storage read (the input is stored all the same); 0 = never. "
+        "A request never exceeds the NATS server's max_payload (1 MiB by "
+        "default): larger ones go without.",
+    )
     sync_concurrency: int = setting(
         "MUTATE_SYNC_CONCURRENCY",
         8,
@@ -248,6 +256,8 @@ class GatewaySettings(CommonSettings, NatsSettings, RestSettings):
             NetworkPolicy.from_strings(self.webhook_allowed_networks)
         except ValueError as exc:
             raise SettingsError(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
+        if self.inline_input_max_bytes < 0:
+            raise SettingsError("MUTATE_INLINE_INPUT_MAX_BYTES must not be negative")
         if self.rate_limit_per_second < 0 or self.rate_limit_burst < 0:
             raise SettingsError("the rate limit settings must not be negative")
 

@@ -32,7 +32,7 @@ from mutate.common.grpc_server import (
     ServiceRegistration,
 )
 from mutate.common.storage_client import StorageClient
-from mutate.common.telemetry import Telemetry
+from mutate.common.telemetry import Telemetry, insecure_channel
 from mutate.common.telemetry.psycopg import TracedAsyncCursor
 from mutate.notifier._consumer import EventConsumer
 from mutate.notifier._dispatcher import Backoff, Dispatcher
@@ -117,7 +117,7 @@ class Notifier:
             consumers=[(topology.EVENTS_STREAM, topology.NOTIFIER_CONSUMER)],
         )
         store = DeliveryStore(self._pool)
-        self._storage_channel = grpc.aio.insecure_channel(
+        self._storage_channel = insecure_channel(
             s.storage_address,
             options=[
                 ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
@@ -167,7 +167,7 @@ class Notifier:
         self.consumer = EventConsumer(
             js=js,
             store=store,
-            on_new=self.dispatcher.wake,
+            dispatcher=self.dispatcher,
             try_limit=s.webhook_max_retries,
             batch=s.webhook_event_batch,
             fetch_wait=s.webhook_fetch_wait,

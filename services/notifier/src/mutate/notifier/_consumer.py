@@ -5,6 +5,10 @@ subjects only), fetches in batches, inserts one delivery per event that
 names a webhook URL, and acks only after the rows are committed. A repeated
 event finds its delivery already there (same `webhook-id`, or the same job
 attempt) and adds nothing, so redelivery by JetStream is harmless.
+
+Deliveries the dispatcher has a free slot for are inserted already leased to
+this process and handed straight to it, so the usual delivery costs no claim
+query; the rest wait in the table for the dispatcher's next claim.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable
 
 import nats.errors
 from google.protobuf.message import DecodeError
@@ -24,7 +27,8 @@ from opentelemetry import propagate
 from mutate.common import errors, messaging, topology
 from mutate.common.telemetry import consumer_span
 from mutate.notifier import _payload
-from mutate.notifier._store import DeliveryStore
+from mutate.notifier._dispatcher import Dispatcher
+from mutate.notifier._store import DeliveryRow, DeliveryStore, endpoint_of
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ class EventConsumer:
         *,
         js: JetStreamContext,
         store: DeliveryStore,
-        on_new: Callable[[], None],
+        dispatcher: Dispatcher,
         try_limit: int,
         batch: int,
         fetch_wait: float,
@@ -52,7 +56,7 @@ class EventConsumer:
     ) -> None:
         self._js = js
         self._store = store
-        self._on_new = on_new
+        self._dispatcher = dispatcher
         self._try_limit = try_limit
         self._batch = batch
         self._fetch_wait = fetch_wait
@@ -132,8 +136,19 @@ class EventConsumer:
             deliveries.append(
                 _payload.from_event(event, traceparent=self._consumed(msg))
             )
+        # Slots held for deliveries handed straight to the dispatcher.
+        reserved = {
+            d.id: endpoint
+            for d in deliveries
+            if self._dispatcher.reserve(endpoint := endpoint_of(d.url))
+        }
+        rows: list[DeliveryRow] = []
         try:
-            inserted = await self._store.insert(deliveries, try_limit=self._try_limit)
+            rows = await self._store.insert(
+                deliveries,
+                try_limit=self._try_limit,
+                leases=dict.fromkeys(reserved, self._dispatcher.lease),
+            )
         except errors.MutateError as exc:
             logger.warning(
                 "job events not recorded, will come again: %s",
@@ -144,8 +159,36 @@ class EventConsumer:
                 await msg.nak(delay=self._retry_delay)
             await asyncio.sleep(self._retry_delay)
             return
+        finally:
+            # Whatever happened, no reserved slot outlives this batch.
+            waiting, not_started = self._hand_over(rows, reserved)
         for msg in done:
             await msg.ack()
-        if inserted:
-            logger.debug("deliveries created", extra={"count": inserted})
-            self._on_new()
+        if waiting:
+            self._dispatcher.wake()
+        if not_started:
+            # Stopping: give the leases back for another notifier.
+            with contextlib.suppress(errors.MutateError):
+                await self._store.release(not_started)
+
+    def _hand_over(
+        self, rows: list[DeliveryRow], reserved: dict[str, str]
+    ) -> tuple[bool, list[str]]:
+        """Start the new rows we hold slots for; give back the other slots.
+
+        Returns whether new rows wait for a claim, and the ids of leased
+        rows not started (the dispatcher is stopping).
+        """
+        waiting = False
+        not_started: list[str] = []
+        for row in rows:
+            if reserved.pop(row.id, None) is None:
+                waiting = True
+            elif not self._dispatcher.start_claimed(row):
+                not_started.append(row.id)
+        for endpoint in reserved.values():
+            # A repeat of a recorded delivery, or the insert failed.
+            self._dispatcher.unreserve(endpoint)
+        if rows:
+            logger.debug("deliveries created", extra={"count": len(rows)})
+        return waiting, not_started

@@ -5,7 +5,12 @@ free slots of WEBHOOK_CONCURRENCY, leaving out endpoints that already have
 WEBHOOK_ENDPOINT_CONCURRENCY tries in flight, so one slow receiver holds at
 most its own slots. Each claimed row becomes a task: sign, POST, record the
 try and the next step (delivered, retry at a backed-off time, dead letter).
-The loop wakes on new deliveries, on finished tries and every poll interval.
+
+A new delivery with a free slot skips the claim: the intake reserves the
+slot (`reserve`), inserts the row already leased to this process and hands
+it over (`start_claimed`). The loop claims when woken (deliveries the intake
+could not hand over, redeliveries, retries falling due), after a finished
+try while due rows may be waiting, and every poll interval.
 
 TODO: the per-endpoint limit holds per notifier process; with N replicas an
 endpoint may see N times WEBHOOK_ENDPOINT_CONCURRENCY tries at once.
@@ -99,12 +104,61 @@ class Dispatcher:
         self._lease = lease
         self._wake = asyncio.Event()
         self._tasks: dict[asyncio.Task[None], DeliveryRow] = {}
+        # Slots per endpoint, for tries running or reserved by the intake.
         self._in_flight: collections.Counter[str] = collections.Counter()
+        self._reserved = 0
+        # While a claim is out, its rows may take any free slot.
+        self._claiming = False
+        # Whether due rows may be waiting for a slot: a finished try then
+        # claims at once rather than at the next poll.
+        self._backlog = True
         self.state = DispatcherState.NEW
 
+    @property
+    def busy(self) -> int:
+        """Slots taken: tries running plus slots reserved by the intake."""
+        return len(self._tasks) + self._reserved
+
+    @property
+    def lease(self) -> float:
+        """Seconds a claimed (or handed-over) delivery stays ours."""
+        return self._lease
+
     def wake(self) -> None:
-        """Look for due deliveries now (a new one, or a free slot)."""
+        """Look for due deliveries now (new ones, or a retry falling due)."""
+        self._backlog = True
         self._wake.set()
+
+    def reserve(self, endpoint: str) -> bool:
+        """Hold a slot for a new delivery to `endpoint`, if one is free.
+
+        The caller inserts the delivery leased for `lease` seconds and
+        passes the row to `start_claimed`, or gives the slot back with
+        `unreserve`.
+        """
+        if self.state is not DispatcherState.RUNNING or self._claiming:
+            return False
+        if self.busy >= self._concurrency:
+            return False
+        if self._in_flight[endpoint] >= self._endpoint_concurrency:
+            return False
+        self._reserved += 1
+        self._in_flight[endpoint] += 1
+        return True
+
+    def unreserve(self, endpoint: str) -> None:
+        self._reserved -= 1
+        self._release_slot(endpoint)
+
+    def start_claimed(self, row: DeliveryRow) -> bool:
+        """Try a reserved delivery inserted leased to us; False (slot given
+        back) when stopping, the lease then runs out."""
+        if self.state is not DispatcherState.RUNNING:
+            self.unreserve(row.endpoint)
+            return False
+        self._reserved -= 1
+        self._start(row)
+        return True
 
     async def run(self) -> None:
         """Claim and start tries until `stop`."""
@@ -112,6 +166,10 @@ class Dispatcher:
         while self.state is DispatcherState.RUNNING:
             self._wake.clear()
             started = await self._claim_and_start()
+            if started is None:
+                # No free slot: a finished try claims again.
+                self._backlog = True
+                started = 0
             if started and len(self._tasks) < self._concurrency:
                 # A full batch may mean more are due: look again at once.
                 await asyncio.sleep(0)
@@ -122,14 +180,16 @@ class Dispatcher:
             except TimeoutError:
                 pass
 
-    async def _claim_and_start(self) -> int:
-        free = self._concurrency - len(self._tasks)
+    async def _claim_and_start(self) -> int | None:
+        """Claim and start due rows; how many, or None without a free slot."""
+        free = self._concurrency - self.busy
         if free <= 0:
-            return 0
+            return None
         room = {
             endpoint: self._endpoint_concurrency - count
             for endpoint, count in self._in_flight.items()
         }
+        self._claiming = True
         try:
             rows = await self._store.claim_due(
                 limit=free,
@@ -140,11 +200,24 @@ class Dispatcher:
         except errors.Unavailable as exc:
             logger.warning("cannot claim due deliveries: %s", exc)
             return 0
+        finally:
+            self._claiming = False
+        # More may be due than we took (or than busy endpoints had room
+        # for): finished tries look again. Nothing due: they need not.
+        self._backlog = bool(rows) or any(left <= 0 for left in room.values())
         for row in rows:
             self._in_flight[row.endpoint] += 1
-            task = asyncio.create_task(self._run_one(row), name=f"webhook {row.id}")
-            self._tasks[task] = row
+            self._start(row)
         return len(rows)
+
+    def _start(self, row: DeliveryRow) -> None:
+        task = asyncio.create_task(self._run_one(row), name=f"webhook {row.id}")
+        self._tasks[task] = row
+
+    def _release_slot(self, endpoint: str) -> None:
+        self._in_flight[endpoint] -= 1
+        if self._in_flight[endpoint] <= 0:
+            del self._in_flight[endpoint]
 
     async def _run_one(self, row: DeliveryRow) -> None:
         try:
@@ -158,11 +231,10 @@ class Dispatcher:
         except Exception:
             logger.exception("webhook try failed", extra={"delivery_id": row.id})
         finally:
-            self._in_flight[row.endpoint] -= 1
-            if self._in_flight[row.endpoint] <= 0:
-                del self._in_flight[row.endpoint]
+            self._release_slot(row.endpoint)
             self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            self.wake()
+            if self._backlog:
+                self._wake.set()
 
     async def attempt(self, row: DeliveryRow) -> str:
         """One try of a claimed delivery, recorded; returns its new status.

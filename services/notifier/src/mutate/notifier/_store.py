@@ -155,21 +155,42 @@ class DeliveryStore:
 
     # --- deliveries: intake -------------------------------------------------
 
-    async def insert(self, deliveries: Sequence[NewDelivery], *, try_limit: int) -> int:
-        """Insert new deliveries, due now; repeats are dropped. Returns how
-        many were new."""
+    async def insert(
+        self,
+        deliveries: Sequence[NewDelivery],
+        *,
+        try_limit: int,
+        leases: Mapping[str, float] | None = None,
+    ) -> list[DeliveryRow]:
+        """Insert new deliveries, due now; repeats are dropped. Returns the
+        rows that were new.
+
+        A delivery whose id is in `leases` is inserted already leased for
+        that many seconds, as `claim_due` would leave it: the caller tries it
+        without claiming it first.
+        """
         if not deliveries:
-            return 0
-        params = [self._insert_params(d, try_limit) for d in deliveries]
-        async with self._connection() as conn, conn.cursor() as cur:
-            await cur.executemany(_INSERT + " RETURNING id", params, returning=True)
-            inserted = 0
+            return []
+        leases = leases or {}
+        params = [
+            self._insert_params(d, try_limit, lock_for=leases.get(d.id, 0.0))
+            for d in deliveries
+        ]
+        rows: list[DeliveryRow] = []
+        async with (
+            self._connection() as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.executemany(
+                _INSERT + f" RETURNING {_COLUMNS}", params, returning=True
+            )
             while True:
-                if await cur.fetchone() is not None:
-                    inserted += 1
+                row = await cur.fetchone()
+                if row is not None:
+                    rows.append(DeliveryRow(**row))
                 if not cur.nextset():
                     break
-        return inserted
+        return rows
 
     async def insert_locked(
         self, delivery: NewDelivery, *, try_limit: int, lock_for: float
@@ -185,7 +206,9 @@ class DeliveryStore:
         return DeliveryRow(**row)
 
     @staticmethod
-    def _insert_params(d: NewDelivery, try_limit: int) -> dict[str, Any]:
+    def _insert_params(
+        d: NewDelivery, try_limit: int, *, lock_for: float = 0.0
+    ) -> dict[str, Any]:
         return {
             "id": d.id,
             "organization_id": d.organization_id,
@@ -200,7 +223,7 @@ class DeliveryStore:
             "output_file_name": d.output_file_name,
             "traceparent": d.traceparent,
             "try_limit": try_limit,
-            "lock_for": 0.0,
+            "lock_for": lock_for,
         }
 
     # --- deliveries: scheduling ---------------------------------------------

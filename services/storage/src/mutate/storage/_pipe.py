@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import threading
+from collections.abc import Callable
 
 
 class PipeClosed(Exception):
@@ -22,8 +23,19 @@ class PipeClosed(Exception):
 class ChunkPipe:
     """Write with `await write()` on the loop; `read()` in one thread."""
 
-    def __init__(self, *, capacity: int) -> None:
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        on_data: Callable[[bytes], None] | None = None,
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_data` sees every chunk the reader takes, `on_end` runs once at
+        the end of data; both in the reader's thread, and an error from
+        `on_end` is raised by `read()` in place of the end of data."""
         self._loop = asyncio.get_running_loop()
+        self._on_data = on_data
+        self._on_end = on_end
         self._capacity = capacity
         self._cond = threading.Condition()
         self._chunks: collections.deque[bytes] = collections.deque()
@@ -86,9 +98,12 @@ class ChunkPipe:
                 if self._error is not None:
                     raise self._error
                 if not self._chunks:
+                    self._end()
                     break
                 chunk = self._take_one(size - taken if size >= 0 else -1)
             self._wake_writer()
+            if self._on_data is not None:
+                self._on_data(chunk)
             parts.append(chunk)
             taken += len(chunk)
         if len(parts) == 1:
@@ -96,6 +111,11 @@ class ChunkPipe:
         data = b"".join(parts)
         parts.clear()
         return data
+
+    def _end(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
 
     def _take_one(self, limit: int) -> bytes:
         chunk = self._chunks.popleft()

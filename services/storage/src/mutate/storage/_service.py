@@ -20,6 +20,7 @@ from opentelemetry import trace
 from mutate.common import errors, keys
 from mutate.common.telemetry import NOOP_METRICS, Metrics
 from mutate.storage._store import (
+    CONTENT_MISMATCH,
     TOO_LARGE,
     Presigned,
     S3Store,
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _CONTENT_TYPE = re.compile(r"[!-~]+/[!-~]+( *;[ -~]*)?")
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def _content_type(value: str, *, default: str = _DEFAULT_CONTENT_TYPE) -> str:
@@ -105,6 +107,11 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         limit = self._max_object_bytes
         if header.max_bytes > 0:
             limit = min(limit, header.max_bytes)
+        if header.size < 0:
+            raise errors.InvalidArgument(
+                "size must not be negative",
+                field_violations=[("header.size", "must be ≥ 0 (0: unknown)")],
+            )
         try:
             info = await self._store.put(
                 str(key),
@@ -112,9 +119,11 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
                 content_type=_content_type(header.content_type),
                 metadata=check_metadata(header.metadata),
                 max_bytes=limit,
+                declared_size=header.size,
+                declared_sha256=_declared_sha256(header.sha256),
             )
         except errors.InvalidArgument as exc:
-            if exc.reason == TOO_LARGE:
+            if exc.reason in (TOO_LARGE, CONTENT_MISMATCH):
                 # Ending the call while the client still writes makes its
                 # grpc.aio report INTERNAL instead of our status; read (and
                 # drop) the rest so the refusal arrives as sent.
@@ -265,6 +274,17 @@ def _describe_span(key: str, size: int) -> None:
     span = trace.get_current_span()
     if span.is_recording():
         span.set_attributes({"mutate.storage.key": key, "mutate.storage.size": size})
+
+
+def _declared_sha256(value: str) -> str:
+    """A declared hash in the form we record it (lower-case hex), or ""."""
+    lowered = value.lower()
+    if lowered and not _SHA256_HEX.fullmatch(lowered):
+        raise errors.InvalidArgument(
+            "sha256 must be 64 hex digits",
+            field_violations=[("header.sha256", "hex SHA-256 of the content")],
+        )
+    return lowered
 
 
 def _seconds(duration: duration_pb2.Duration) -> float:

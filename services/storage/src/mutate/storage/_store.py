@@ -8,14 +8,18 @@ FailedPrecondition naming the setting to fix.
 
 Integrity: the SHA-256 of every object is computed while it streams in and
 stored as user metadata (`x-amz-meta-sha256`); gets recompute it and end with
-DataLoss on a mismatch. S3 wants metadata before the body, which a stream of
-unknown length cannot give. Objects that fit in one part (the common case)
-are buffered, hashed and sent in one PUT with the hash. Larger ones stream as
-a multipart upload and get the hash afterwards by a server-side self-copy with
-replaced metadata: one metadata-only request, guarded by the ETag so a
-concurrent overwrite is never stamped with our hash. We chose this over
-spooling to disk (doubles the latency of large puts) and over sidecar objects
-(two keys to keep consistent, visible under every prefix).
+DataLoss on a mismatch. S3 wants metadata before the body. A sender that
+holds the bytes declares their SHA-256 (and size) in the header: the hash is
+then recorded as the upload starts, the body streams to the store while it
+arrives (parts uploaded two at a time), and a stream that turns out not to
+match is aborted before the upload completes, so nothing is stored. Without
+a declared hash, objects that fit in one part (the common case) are buffered,
+hashed and sent in one PUT with the hash; larger ones stream as a multipart
+upload and get the hash afterwards by a server-side self-copy with replaced
+metadata, guarded by the ETag so a concurrent overwrite is never stamped with
+our hash. We chose this over spooling to disk (doubles the latency of large
+puts) and over sidecar objects (two keys to keep consistent, visible under
+every prefix).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import io
 import logging
 import math
 import re
+import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +67,10 @@ _META_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _MAX_METADATA_BYTES = 2048
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
 TOO_LARGE = "OBJECT_TOO_LARGE"
+CONTENT_MISMATCH = "CONTENT_MISMATCH"
+# Parts in flight at once for a stream with a declared hash: receiving the
+# next part overlaps sending the last. Memory is (this + 1) parts per put.
+_PARALLEL_PARTS = 2
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchObject", "NoSuchVersion", "ResourceNotFound"}
 _RETRYABLE = {
@@ -170,7 +179,11 @@ def _from_headers(key: str, headers: Any) -> StoredObject:
 
 
 class ObjectReader:
-    """An open GET: its info, then chunks read in the thread pool."""
+    """An open GET: its info, then chunks read (and hashed) in the thread pool.
+
+    One read runs ahead of the consumer, so fetching the next chunk from the
+    store overlaps sending the last one to the caller.
+    """
 
     def __init__(
         self, store: S3Store, info: StoredObject, response: Any, chunk: int
@@ -179,21 +192,57 @@ class ObjectReader:
         self._store = store
         self._response = response
         self._chunk = chunk
+        self._hasher = hashlib.sha256()
+        self._taken = 0
+        self._first = b""
+        self._first_was_all = False
+        # A read still running in a thread must end before the response is
+        # released from another one.
+        self._lock = threading.Lock()
+
+    def _read(self) -> bytes:
+        with self._lock:
+            if self._response is None:
+                return b""
+            data: bytes = self._response.read(self._chunk)
+            self._taken += len(data)
+        # hashlib drops the GIL on large buffers: hashing here keeps it off
+        # the event loop.
+        self._hasher.update(data)
+        return data
+
+    def read_first(self) -> None:
+        """In a pool thread: the first chunk, and the release when it is all."""
+        self._first = self._read()
+        if self._taken >= self.info.size:
+            self._first_was_all = True
+            self.release()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The content; DataLoss when size or SHA-256 differ from the record."""
-        hasher = hashlib.sha256()
         size = 0
-        while True:
-            data = await self._store.run(self._response.read, self._chunk)
-            if not data:
-                break
-            hasher.update(data)
-            size += len(data)
-            if size > self.info.size:
-                break
-            yield data
-        self._verify(size, hasher.hexdigest())
+        pending: asyncio.Future[bytes] | None = None
+        data = self._first
+        try:
+            while data:
+                size += len(data)
+                if size > self.info.size:
+                    break
+                if not self._first_was_all:
+                    pending = self._read_ahead()
+                yield data
+                if pending is None:
+                    break
+                data = await pending
+                pending = None
+        finally:
+            if pending is not None:
+                # Abandoned by the caller: nobody will await this read.
+                pending.add_done_callback(_retrieve)
+        self._verify(size, self._hasher.hexdigest())
+
+    def _read_ahead(self) -> asyncio.Future[bytes]:
+        return asyncio.ensure_future(self._store.run(self._read))
 
     def _verify(self, size: int, digest: str) -> None:
         if size != self.info.size:
@@ -212,9 +261,21 @@ class ObjectReader:
             )
 
     async def close(self) -> None:
-        response, self._response = self._response, None
+        if self._response is not None:
+            await self._store.run(self.release)
+
+    def release(self) -> None:
+        """Give the connection back (once; waits for a read in flight)."""
+        with self._lock:
+            response, self._response = self._response, None
         if response is not None:
-            await self._store.run(_release, response)
+            _release(response)
+
+
+def _retrieve(future: asyncio.Future[bytes]) -> None:
+    """Mark an abandoned read's outcome as seen (no "never retrieved" noise)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _headers(
@@ -381,9 +442,20 @@ class S3Store:
         return _from_headers(key, result.metadata)
 
     async def open(self, key: str) -> ObjectReader:
-        response = await self.run(self._client.get_object, self.bucket, key)
+        return await self.run(self._open, key)
+
+    def _open(self, key: str) -> ObjectReader:
+        # The first chunk is read in the same thread call: a small object
+        # (most inputs and outputs) then needs no other hop to a thread.
+        response = self._client.get_object(self.bucket, key)
         info = _from_headers(key, response.headers)
-        return ObjectReader(self, info, response, self.options.chunk_bytes)
+        reader = ObjectReader(self, info, response, self.options.chunk_bytes)
+        try:
+            reader.read_first()
+        except BaseException:
+            reader.release()
+            raise
+        return reader
 
     async def delete(self, key: str) -> bool:
         """Remove one object; False when there was none."""
@@ -433,21 +505,38 @@ class S3Store:
         content_type: str,
         metadata: dict[str, str],
         max_bytes: int,
+        declared_size: int = 0,
+        declared_sha256: str = "",
     ) -> StoredObject:
-        """Store a stream of unknown length; returns its size and SHA-256."""
-        counter = _Counter(key, max_bytes)
+        """Store a stream; returns its size and SHA-256.
+
+        `declared_size`/`declared_sha256` (0/"" when unknown) are the
+        sender's word for what the stream holds; a stream that differs is
+        refused (CONTENT_MISMATCH) and nothing is stored.
+        """
+        counter = _Counter(
+            key, max_bytes, declared_size=declared_size, declared_sha256=declared_sha256
+        )
         head: list[bytes] = []
-        while counter.size <= self.options.part_bytes:
-            chunk = await anext(chunks, None)
-            if chunk is None:
-                return await self._put_small(
-                    key, b"".join(head), counter, content_type, metadata
-                )
-            counter.add(chunk)
-            head.append(chunk)
+        part_bytes = self.options.part_bytes
+        # Buffer for one PUT unless the sender already said it will not fit.
+        if not (declared_sha256 and declared_size > part_bytes):
+            while counter.size <= part_bytes:
+                chunk = await anext(chunks, None)
+                if chunk is None:
+                    return await self.run(
+                        self._put_buffered,
+                        key,
+                        b"".join(head),
+                        counter,
+                        content_type,
+                        metadata,
+                    )
+                counter.add(chunk)
+                head.append(chunk)
         return await self._put_large(key, head, chunks, counter, content_type, metadata)
 
-    async def _put_small(
+    def _put_buffered(
         self,
         key: str,
         data: bytes,
@@ -455,15 +544,17 @@ class S3Store:
         content_type: str,
         metadata: dict[str, str],
     ) -> StoredObject:
+        """Hash, check and PUT in one go (in a pool thread: hashing is CPU)."""
+        counter.hash(data)
+        counter.check_complete()
         headers = {**metadata, SHA256_META: counter.sha256}
-        result = await self.run(
-            self._client.put_object,
+        result = self._client.put_object(
             self.bucket,
             key,
             io.BytesIO(data),
             len(data),
             content_type=content_type,
-            metadata=headers,
+            metadata=_headers(headers),
         )
         return counter.stored(result.etag or "", content_type, metadata)
 
@@ -476,9 +567,27 @@ class S3Store:
         content_type: str,
         metadata: dict[str, str],
     ) -> StoredObject:
-        pipe = ChunkPipe(capacity=self.options.chunk_bytes)
+        hash_known = bool(counter.declared_sha256)
+        initial = dict(metadata)
+        if hash_known:
+            initial[SHA256_META] = counter.declared_sha256
+        # The upload thread hashes what it reads (off the event loop) and,
+        # at the end of data, checks the stream against its declaration
+        # before minio may complete the upload.
+        pipe = ChunkPipe(
+            capacity=self.options.chunk_bytes,
+            on_data=counter.hash,
+            on_end=counter.check_complete,
+        )
         upload = asyncio.ensure_future(
-            self.run(self._upload_from_pipe, key, pipe, content_type, metadata)
+            self.run(
+                self._upload_from_pipe,
+                key,
+                pipe,
+                content_type,
+                initial,
+                _PARALLEL_PARTS if hash_known else 1,
+            )
         )
         try:
             while head:
@@ -497,14 +606,24 @@ class S3Store:
             with contextlib.suppress(Exception):
                 await asyncio.shield(upload)
             raise
+        if hash_known:
+            return counter.stored(etag, content_type, metadata)
         return await self._record_sha256(key, etag, counter, content_type, metadata)
 
     def _upload_from_pipe(
-        self, key: str, pipe: ChunkPipe, content_type: str, metadata: dict[str, str]
+        self,
+        key: str,
+        pipe: ChunkPipe,
+        content_type: str,
+        metadata: dict[str, str],
+        parallel_parts: int,
     ) -> str:
         try:
-            # One part in flight: minio's parallel uploads would hold
-            # num_parallel_uploads parts in memory at once.
+            # minio holds up to parallel_parts parts (plus the one it is
+            # reading) in memory; its pool blocks the reader beyond that.
+            # The length stays unknown (-1) even when declared: minio then
+            # reads until the end of data, so the pipe's end check runs
+            # before the upload can complete.
             result = self._client.put_object(
                 self.bucket,
                 key,
@@ -513,7 +632,7 @@ class S3Store:
                 content_type=content_type,
                 metadata=_headers(metadata),
                 part_size=self.options.part_bytes,
-                num_parallel_uploads=1,
+                num_parallel_uploads=parallel_parts,
             )
         finally:
             pipe.reader_done()
@@ -596,23 +715,58 @@ class _Counted(collections.abc.Iterator[DeleteObject]):
 
 
 class _Counter:
-    """Size and SHA-256 of a stream, with its size limit."""
+    """Size and SHA-256 of a stream, with its size limit and declared content."""
 
-    def __init__(self, key: str, max_bytes: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        max_bytes: int,
+        *,
+        declared_size: int = 0,
+        declared_sha256: str = "",
+    ) -> None:
         self.key = key
         self.max_bytes = max_bytes
+        self.declared_size = declared_size
+        self.declared_sha256 = declared_sha256
         self.size = 0
         self._hasher = hashlib.sha256()
+        if declared_size > max_bytes:
+            self._too_large()
 
     def add(self, chunk: bytes) -> None:
+        """Count a chunk as it arrives (hashing happens where it is read)."""
         self.size += len(chunk)
         if self.size > self.max_bytes:
-            raise errors.InvalidArgument(
-                f"object {self.key!r} is larger than {self.max_bytes} bytes",
-                field_violations=[("max_bytes", "stream exceeds the limit")],
-                reason=TOO_LARGE,
+            self._too_large()
+        if self.declared_size and self.size > self.declared_size:
+            raise self._mismatch(f"more than the declared {self.declared_size} bytes")
+
+    def hash(self, data: bytes) -> None:
+        self._hasher.update(data)
+
+    def check_complete(self) -> None:
+        """At the end of the stream: does it hold what the sender declared?"""
+        if self.declared_size and self.size != self.declared_size:
+            raise self._mismatch(
+                f"{self.size} bytes, not the declared {self.declared_size}"
             )
-        self._hasher.update(chunk)
+        if self.declared_sha256 and self.sha256 != self.declared_sha256:
+            raise self._mismatch("content that does not match the declared sha256")
+
+    def _too_large(self) -> None:
+        raise errors.InvalidArgument(
+            f"object {self.key!r} is larger than {self.max_bytes} bytes",
+            field_violations=[("max_bytes", "stream exceeds the limit")],
+            reason=TOO_LARGE,
+        )
+
+    def _mismatch(self, what: str) -> errors.InvalidArgument:
+        return errors.InvalidArgument(
+            f"object {self.key!r}: the stream carried {what}; nothing was stored",
+            field_violations=[("header", "size or sha256 differ from the content")],
+            reason=CONTENT_MISMATCH,
+        )
 
     @property
     def sha256(self) -> str:

@@ -24,7 +24,7 @@ from mutate.common.grpc_server import (
     wait_for_signal,
 )
 from mutate.common.settings import redacted
-from mutate.common.telemetry import Telemetry
+from mutate.common.telemetry import Telemetry, insecure_channel
 from mutate.common.topology import TopologySettings
 from mutate.transformer.pool import EnginePool
 from mutate.transformer.service import SERVICE_NAME, TransformerService
@@ -57,6 +57,7 @@ async def run(
         processes=settings.processes,
         limits=limits,
         kill_grace=settings.engine_kill_grace,
+        nice=settings.engine_nice,
         test_delay=settings.test_engine_delay,
     )
     storage_channel = _storage_channel(settings, telemetry)
@@ -117,7 +118,7 @@ def _storage_channel(
     settings: TransformerSettings, telemetry: Telemetry | None
 ) -> grpc.aio.Channel:
     """The channel to storage, with client spans when tracing is on."""
-    return grpc.aio.insecure_channel(
+    return insecure_channel(
         settings.storage_address,
         options=[
             ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),

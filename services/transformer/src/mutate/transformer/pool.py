@@ -131,9 +131,11 @@ class EnginePool:
         processes: int,
         limits: Any,
         kill_grace: float,
+        nice: int = 0,
         test_delay: float = 0.0,
     ) -> None:
         self._processes = processes
+        self._nice = nice
         self._limits = limits
         self._kill_grace = kill_grace
         self._test_delay = test_delay
@@ -340,7 +342,13 @@ class EnginePool:
             max_workers=self._processes,
             mp_context=self._context,
             initializer=_init_child,
-            initargs=(writer, str(self._control_dir), self._limits, self._test_delay),
+            initargs=(
+                writer,
+                str(self._control_dir),
+                self._limits,
+                self._nice,
+                self._test_delay,
+            ),
         )
         assert self._loop is not None
         self._loop.add_reader(reader.fileno(), self._on_readable, reader)
@@ -407,6 +415,7 @@ def _init_child(
     channel: multiprocessing.connection.Connection,
     control_dir: str,
     limits: Any,
+    nice: int,
     test_delay: float,
 ) -> None:
     global _channel, _control_dir, _limits, _test_delay
@@ -414,6 +423,10 @@ def _init_child(
     # whole process group must not kill a conversion it wants to finish.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice > 0:
+        # Lower priority only (never raises it, which would need privileges).
+        with contextlib.suppress(OSError):
+            os.nice(nice)
     _die_with_parent()
     _channel, _control_dir, _limits, _test_delay = (
         channel,

@@ -60,6 +60,14 @@ class TransformerSettings(CommonSettings, NatsSettings):
         0,
         help="Engine processes in the pool; 0 means one per CPU.",
     )
+    engine_nice: int = setting(
+        "MUTATE_ENGINE_NICE",
+        10,
+        help="Niceness added to engine processes (0-19): conversions are "
+        "batch CPU work, so when CPUs are busy the I/O path (NATS, storage, "
+        "gRPC, this worker's own loop) is served first; 0 keeps the "
+        "transformer's priority.",
+    )
     engine_timeout: float = setting(
         "MUTATE_ENGINE_TIMEOUT_MS",
         15 * 60.0,
@@ -177,6 +185,8 @@ class TransformerSettings(CommonSettings, NatsSettings):
         ):
             if value < 0:
                 raise SettingsError(f"{name} must not be negative")
+        if not 0 <= self.engine_nice <= 19:
+            raise SettingsError("MUTATE_ENGINE_NICE must be in 0..19")
         if self.job_nak_delay_max < self.job_nak_delay:
             raise SettingsError(
                 "MUTATE_JOB_NAK_DELAY_MAX_MS must not be below MUTATE_JOB_NAK_DELAY_MS"

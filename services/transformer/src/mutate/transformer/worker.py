@@ -7,7 +7,8 @@ and runs up to `concurrency` jobs at once. A delivery goes:
 1. past the delivery limit? publish `dead_lettered` with the last known error
    (from the job-errors bucket) and terminate; it is never run again;
 2. cancelled (cancellation bucket)? publish `cancelled` and ack;
-3. publish `started`; fetch the input through storage; convert in the engine
+3. publish `started`; take the input from the request (small ones travel
+   inline) or fetch it through storage; convert in the engine
    pool while a heartbeat task sends in-progress acks, `progress` events and
    watches for a cancellation; store the output under its deterministic key;
 4. publish `completed` and ack.
@@ -42,7 +43,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from mutate.common import logs, messaging, topology
+from mutate.common import errors, logs, messaging, topology
 from mutate.common.telemetry import (
     NOOP_METRICS,
     Metrics,
@@ -427,14 +428,19 @@ class Worker:
         return result
 
     async def _input_unless_cancelled(self, job: _Job) -> bytes:
-        """The input, fetched while the cancellation bucket is asked."""
+        """The input, read while the cancellation bucket is asked: from the
+        request when it carries it (small inputs), else from storage."""
         clock = time.monotonic()
+        request = job.request
+        read = (
+            self._inline_input(request.input_data)
+            if request.input_data
+            else self._storage.get_bytes(
+                request.input_key, max_bytes=self._options.max_input_bytes
+            )
+        )
         cancelled, data = await asyncio.gather(
-            self._is_cancelled(job),
-            self._storage.get_bytes(
-                job.request.input_key, max_bytes=self._options.max_input_bytes
-            ),
-            return_exceptions=True,
+            self._is_cancelled(job), read, return_exceptions=True
         )
         job.timings["input"] = time.monotonic() - clock
         # A cancelled attempt never starts, whatever happened to its input.
@@ -447,6 +453,15 @@ class Worker:
                 raise data
         assert isinstance(data, bytes)
         self._check_stop(job)
+        return data
+
+    async def _inline_input(self, data: bytes) -> bytes:
+        """An input the request carried, held to the limit a read has."""
+        limit = self._options.max_input_bytes
+        if limit and len(data) > limit:
+            raise errors.FailedPrecondition(
+                f"the input is {len(data)} bytes, over the limit of {limit} bytes"
+            )
         return data
 
     async def _convert_input(

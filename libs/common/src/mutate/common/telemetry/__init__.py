@@ -3,7 +3,8 @@
 - `setup_telemetry(service, env=os.environ)` in each `main` builds tracing
   and metrics from the standard `OTEL_*` variables (and `MUTATE_TRACE_FILE`,
   `MUTATE_METRICS_PORT`); with nothing set it costs next to nothing.
-- gRPC: `Telemetry.server_interceptors()` / `client_interceptors()`.
+- gRPC: `Telemetry.server_interceptors()` / `client_interceptors()`; make
+  channels with `insecure_channel(..., interceptors=client_interceptors())`.
 - NATS: `producer_span` / `consumer_span` (W3C context in message headers);
   `mutate.common.messaging` publishes inside a producer span already.
 - httpx: `instrument_httpx_client`; psycopg: `mutate.common.telemetry.psycopg`.
@@ -16,8 +17,10 @@ from __future__ import annotations
 from mutate.common.telemetry._config import TelemetrySettings
 from mutate.common.telemetry._grpc import (
     DurationInterceptor,
+    TracedChannel,
     aio_client_interceptors,
     aio_server_interceptor,
+    insecure_channel,
 )
 from mutate.common.telemetry._httpx import instrument_httpx_client
 from mutate.common.telemetry._nats import (
@@ -37,9 +40,11 @@ __all__ = [
     "Telemetry",
     "TelemetrySettings",
     "TelemetryState",
+    "TracedChannel",
     "aio_client_interceptors",
     "aio_server_interceptor",
     "consumer_span",
+    "insecure_channel",
     "instrument_httpx_client",
     "message_age",
     "producer_span",

@@ -13,22 +13,24 @@ three gRPC hops; the library's pair cost ~490 us of CPU a call):
   server's fault (semantic conventions: UNKNOWN, DEADLINE_EXCEEDED,
   UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS). The error mapping runs
   inside the span, so the handler's exception is recorded on it.
-- Client: one interceptor per call shape. Each starts a CLIENT span (not
-  made current: nothing runs under it in the caller), puts its context in
-  the call metadata, and ends it from the call's done callback with the
-  status code; ERROR for any code but OK. The call is handed back at once,
-  never awaited here: a client-streaming caller writes with `call.write()`
-  before any status exists (opentelemetry-instrumentation-grpc 0.66b2's
+- Client: `TracedChannel` (what `insecure_channel` makes of the
+  interceptors `aio_client_interceptors` returns) wraps a channel's
+  callables; on other channels the same interceptors run on grpc.aio's
+  interceptor path. Either way a call starts a CLIENT span (not made
+  current: nothing runs under it in the caller), puts its context in the
+  call metadata, and ends it from the call's done callback with the status
+  code; ERROR for any code but OK. The call is handed back at once, never
+  awaited here: a client-streaming caller writes with `call.write()` before
+  any status exists (opentelemetry-instrumentation-grpc 0.66b2's
   stream-unary interceptor awaited the status first and hung such a put).
+
+Why the channel wrapper: grpc.aio's interceptor path costs an extra task a
+call and, for client streams, a queue, a task and an `asyncio.wait` per
+`write`. On the sync job path (three traced calls, two of them streamed
+puts) that cost more CPU than all the spans, in the callers and in storage.
 
 `DurationInterceptor` records `rpc.server.call.duration`, also as an
 observer. Health checks and reflection make no spans.
-
-TODO: any client interceptor puts a call on grpc.aio's Python interceptor
-path (an extra task per call; for client streams a task and an
-`asyncio.wait` per `write`), ~100 us a call whatever the interceptor does.
-Callers that injected `traceparent` themselves (StorageClient.put_stream)
-would not need one; not done, as it touches every client.
 """
 
 from __future__ import annotations
@@ -36,18 +38,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import Token
+from functools import partial
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from mutate.common.grpc_server import CallObserver, ObserverInterceptor, final_code
+from mutate.common.telemetry import _propagation
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +126,7 @@ class ServerSpans(CallObserver):
             return None
         name, attributes = info
         metadata = context.invocation_metadata()
-        parent = propagate.extract(dict(metadata)) if metadata else None
+        parent = _propagation.extract(dict(metadata)) if metadata else None
         span = self._tracer.start_span(
             name, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
@@ -167,50 +171,35 @@ def aio_server_interceptor(
 
 
 class _ClientSpans:
-    """Starts CLIENT spans with their context in the call metadata."""
+    """Starts CLIENT spans with their context added to the call metadata."""
 
     def __init__(self, tracer_provider: trace.TracerProvider | None) -> None:
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
         self._methods = _Methods()
 
-    def start(
-        self, details: grpc.aio.ClientCallDetails
-    ) -> tuple[Span, grpc.aio.ClientCallDetails] | None:
-        info = self._methods.get(details.method)
-        if info is None:
-            return None
+    def method(self, method: str | bytes) -> tuple[str, dict[str, Any]] | None:
+        """Span name and attributes of a method; None if it is not traced."""
+        return self._methods.get(method)
+
+    def begin(
+        self, info: tuple[str, dict[str, Any]], metadata: Any
+    ) -> tuple[Span, Any]:
+        """A started span, and `metadata` (None, pairs or grpc.aio.Metadata)
+        with its context added."""
         name, attributes = info
         span = self._tracer.start_span(
             name, kind=SpanKind.CLIENT, attributes=attributes
         )
         carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *carrier.items())
-        return span, grpc.aio.ClientCallDetails(
-            details.method,
-            details.timeout,
-            metadata,
-            details.credentials,
-            details.wait_for_ready,
-        )
+        _propagation.inject(carrier, span)
+        if isinstance(metadata, grpc.aio.Metadata):
+            return span, grpc.aio.Metadata(*metadata, *carrier.items())
+        return span, (*(metadata or ()), *carrier.items())
 
-    async def call(
-        self,
-        continuation: Callable[..., Awaitable[Any]],
-        details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        started = self.start(details)
-        if started is None:
-            return await continuation(details, request)
-        span, details = started
+    def started(self, call: Any, span: Span) -> Any:
+        """`call`, whose span ends with it."""
         try:
-            call = await continuation(details, request)
-        except BaseException as exc:
-            _fail(span, exc)
-            raise
-        try:
-            call.add_done_callback(lambda done: _end_client_span(span, done))
+            call.add_done_callback(partial(_end_client_span, span))
         except NotImplementedError:
             # A response another interceptor already produced: it is done.
             _end_client_span(span, call)
@@ -275,12 +264,115 @@ def _finish_later(span: Span, call: Any) -> None:
     task.add_done_callback(_finishing.discard)
 
 
+# The channel wrapper: what `insecure_channel` makes of our interceptors.
+
+
+class _TracedMultiCallable:
+    """A channel's callable for one method whose calls are CLIENT spans.
+
+    The same for the four call shapes: the span starts when the call is
+    made and ends from its done callback; the call is handed back at once.
+    """
+
+    __slots__ = ("_info", "_inner", "_spans")
+
+    def __init__(
+        self, inner: Any, info: tuple[str, dict[str, Any]], spans: _ClientSpans
+    ) -> None:
+        self._inner = inner
+        self._info = info
+        self._spans = spans
+
+    def __call__(self, *request: Any, metadata: Any = None, **options: Any) -> Any:
+        span, metadata = self._spans.begin(self._info, metadata)
+        try:
+            call = self._inner(*request, metadata=metadata, **options)
+        except BaseException as exc:
+            _fail(span, exc)
+            raise
+        return self._spans.started(call, span)
+
+
+class TracedChannel(grpc.aio.Channel):  # type: ignore[misc]
+    """A grpc.aio channel whose calls are CLIENT spans: the interceptors'
+    spans and metadata, without grpc.aio's interceptor path (see the
+    module docstring). Everything else is the wrapped channel's."""
+
+    def __init__(self, channel: grpc.aio.Channel, spans: _ClientSpans) -> None:
+        self._channel = channel
+        self._spans = spans
+
+    async def __aenter__(self) -> TracedChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._channel.close()
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(
+        self, last_observed_state: grpc.ChannelConnectivity
+    ) -> None:
+        await self._channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._channel.channel_ready()
+
+    def _traced(self, inner: Any, method: str) -> Any:
+        info = self._spans.method(method)
+        return inner if info is None else _TracedMultiCallable(inner, info, self._spans)
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._traced(self._channel.unary_unary(method, *args, **kwargs), method)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._traced(self._channel.unary_stream(method, *args, **kwargs), method)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._traced(self._channel.stream_unary(method, *args, **kwargs), method)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._traced(
+            self._channel.stream_stream(method, *args, **kwargs), method
+        )
+
+
+def insecure_channel(
+    target: str,
+    options: Sequence[tuple[str, Any]] | None = None,
+    compression: grpc.Compression | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+) -> grpc.aio.Channel:
+    """`grpc.aio.insecure_channel`, but the client-span interceptors of
+    `aio_client_interceptors` (`Telemetry.client_interceptors`) become a
+    `TracedChannel` around it instead. Other interceptors stay on the
+    channel (their calls then run inside the span)."""
+    spans: _ClientSpans | None = None
+    others: list[grpc.aio.ClientInterceptor] = []
+    for interceptor in interceptors or ():
+        if isinstance(interceptor, _ClientInterceptor):
+            spans = interceptor.spans
+        else:
+            others.append(interceptor)
+    channel = grpc.aio.insecure_channel(
+        target, options=options, compression=compression, interceptors=others or None
+    )
+    return channel if spans is None else TracedChannel(channel, spans)
+
+
+# The interceptors: for channels made elsewhere (any grpc.aio channel).
+
+
 class _ClientInterceptor:
     """One body for the four call shapes; grpc.aio sorts interceptors by
     isinstance with elif, so each shape still needs a class of its own."""
 
     def __init__(self, spans: _ClientSpans) -> None:
-        self._spans = spans
+        self.spans = spans
 
     async def _intercept(
         self,
@@ -288,9 +380,24 @@ class _ClientInterceptor:
         client_call_details: grpc.aio.ClientCallDetails,
         request_or_iterator: Any,
     ) -> Any:
-        return await self._spans.call(
-            continuation, client_call_details, request_or_iterator
+        details = client_call_details
+        info = self.spans.method(details.method)
+        if info is None:
+            return await continuation(details, request_or_iterator)
+        span, metadata = self.spans.begin(info, details.metadata)
+        details = grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
         )
+        try:
+            call = await continuation(details, request_or_iterator)
+        except BaseException as exc:
+            _fail(span, exc)
+            raise
+        return self.spans.started(call, span)
 
 
 class _UnaryUnary(_ClientInterceptor, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -312,8 +419,9 @@ class _StreamStream(_ClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
 def aio_client_interceptors(
     tracer_provider: trace.TracerProvider | None = None,
 ) -> list[grpc.aio.ClientInterceptor]:
-    """Client-span interceptors for all four call shapes, for a channel
-    (global tracer provider by default)."""
+    """Client-span interceptors for all four call shapes (global tracer
+    provider by default). Give them to `insecure_channel` (no interceptor
+    path) or to any grpc.aio channel."""
     spans = _ClientSpans(tracer_provider)
     return [
         _UnaryUnary(spans),

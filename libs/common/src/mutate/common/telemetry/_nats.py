@@ -16,10 +16,11 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from nats.aio.msg import Msg
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from mutate.common import logs
+from mutate.common.telemetry import _propagation
 from mutate.common.telemetry._spans import CurrentSpan
 
 TRACER_NAME = "mutate.common.telemetry.nats"
@@ -77,7 +78,7 @@ def producer_span(
     span = _tracer(tracer).start_span(
         name, kind=trace.SpanKind.PRODUCER, attributes=attrs
     )
-    propagate.inject(headers, context=trace.set_span_in_context(span))
+    _propagation.inject(headers, span)
     return CurrentSpan(span)
 
 
@@ -96,7 +97,7 @@ def consumer_span(
     recorded with ERROR status.
     """
     headers = dict(msg.headers or {})
-    parent = propagate.extract(headers)
+    parent = _propagation.extract(headers)
     job_id = headers.get(JOB_ID_HEADER, "")
     attrs: dict[str, AttributeValue] = {
         "messaging.system": "nats",

@@ -17,10 +17,11 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class _Encoder:
         # id() -> (the object, kept alive so the id stays its own; encoding)
         self._resources: dict[int, tuple[Any, bytes]] = {}
         self._scopes: dict[int, tuple[Any, bytes]] = {}
+        self._names: dict[str, bytes] = {}
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """A serialized ExportTraceServiceRequest holding `spans`."""
@@ -159,12 +161,14 @@ class _Encoder:
         """Repeated KeyValue fields with `tag`; bad values are logged, skipped."""
         if not attributes:
             return b""
+        if type(attributes) is BoundedAttributes:
+            attributes = attributes._dict  # the same items, without the ABC
         cache = self._attributes
         parts = []
         for key, value in attributes.items():
             cache_key: tuple[str, type, Any] | None = (key, type(value), value)
             try:
-                encoded = cache.get((key, type(value), value))
+                encoded = cache.get(cache_key)  # type: ignore[arg-type]
             except TypeError:  # an unhashable value (a list)
                 cache_key, encoded = None, None
             if encoded is None:
@@ -184,8 +188,10 @@ class _Encoder:
         return b"".join(parts)
 
     def _span(self, span: ReadableSpan) -> bytes:
+        # The SDK's fields rather than its properties (each of which copies:
+        # a MappingProxyType of the attributes, tuples of events and links).
         context = span.context
-        parent = span.parent
+        parent = span._parent
         parts = [
             b"\x0a\x10",
             context.trace_id.to_bytes(16, "big"),
@@ -199,33 +205,61 @@ class _Encoder:
         if parent is not None:
             parts.append(b"\x22\x08")
             parts.append(parent.span_id.to_bytes(8, "big"))
-        parts.append(_len_field(b"\x2a", span.name.encode()))
-        # API SpanKind INTERNAL=0.. -> OTLP SPAN_KIND_INTERNAL=1..
-        parts.append(b"\x30" + _VARINTS[span.kind.value + 1])
-        if span.start_time:
-            parts.append(b"\x39" + _FIXED64(span.start_time))
-        if span.end_time:
-            parts.append(b"\x41" + _FIXED64(span.end_time))
-        parts.append(self._attributes_of(span.attributes, b"\x4a"))
-        if span.dropped_attributes:
-            parts.append(b"\x50" + _varint(span.dropped_attributes))
-        for event in span.events:
-            body = b"\x09" + _FIXED64(event.timestamp)
-            if event.name:
-                body += _len_field(b"\x12", event.name.encode())
-            body += self._attributes_of(event.attributes, b"\x1a")
-            if event.dropped_attributes:
-                body += b"\x20" + _varint(event.dropped_attributes)
-            parts.append(_len_field(b"\x5a", body))
-        if span.dropped_events:
-            parts.append(b"\x60" + _varint(span.dropped_events))
-        for link in span.links:
-            parts.append(_len_field(b"\x6a", self._link(link)))
-        if span.dropped_links:
-            parts.append(b"\x70" + _varint(span.dropped_links))
-        parts.append(_status(span.status))
-        parts.append(b"\x85\x01" + _FIXED32(_flags(parent)))
+        parts.append(self._name(span._name))
+        parts.append(_KINDS[span._kind])
+        if span._start_time:
+            parts.append(b"\x39" + _FIXED64(span._start_time))
+        if span._end_time:
+            parts.append(b"\x41" + _FIXED64(span._end_time))
+        attributes = span._attributes
+        if attributes:
+            parts.append(self._attributes_of(attributes, b"\x4a"))
+            dropped = getattr(attributes, "dropped", 0)
+            if dropped:
+                parts.append(b"\x50" + _varint(dropped))
+        events = span._events
+        if events:
+            for event in events:
+                body = b"\x09" + _FIXED64(event.timestamp)
+                if event.name:
+                    body += _len_field(b"\x12", event.name.encode())
+                body += self._attributes_of(event.attributes, b"\x1a")
+                if event.dropped_attributes:
+                    body += b"\x20" + _varint(event.dropped_attributes)
+                parts.append(_len_field(b"\x5a", body))
+        dropped = getattr(events, "dropped", 0)
+        if dropped:
+            parts.append(b"\x60" + _varint(dropped))
+        links = span._links
+        if links:
+            for link in links:
+                parts.append(_len_field(b"\x6a", self._link(link)))
+        dropped = getattr(links, "dropped", 0)
+        if dropped:
+            parts.append(b"\x70" + _varint(dropped))
+        status = span._status
+        if status.status_code is StatusCode.UNSET and not status.description:
+            parts.append(
+                _UNSET_REMOTE_PARENT
+                if parent is not None and parent.is_remote
+                else _UNSET_LOCAL
+            )
+        else:
+            parts.append(_status(status))
+            parts.append(
+                _REMOTE_PARENT if parent is not None and parent.is_remote else _LOCAL
+            )
         return b"".join(parts)
+
+    def _name(self, name: str) -> bytes:
+        """The encoded `name` field; span names are few (methods, templates)."""
+        encoded = self._names.get(name)
+        if encoded is None:
+            encoded = _len_field(b"\x2a", name.encode())
+            if len(self._names) >= _OBJECT_CACHE_SIZE:
+                self._names.clear()
+            self._names[name] = encoded
+        return encoded
 
     def _link(self, link: Any) -> bytes:
         context = link.context
@@ -241,6 +275,13 @@ class _Encoder:
         return body + b"\x35" + _FIXED32(_flags(context))
 
 
+# API SpanKind INTERNAL=0.. -> OTLP SPAN_KIND_INTERNAL=1.. (field 6).
+_KINDS = {kind: b"\x30" + _VARINTS[kind.value + 1] for kind in SpanKind}
+# Span.flags (field 16) of a span with a remote parent, and of any other.
+_REMOTE_PARENT = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
+_LOCAL = b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE)
+
+
 def _status(status: Any) -> bytes:
     # Always present, as the SDK's encoder writes it (possibly empty).
     body = b""
@@ -250,6 +291,12 @@ def _status(status: Any) -> bytes:
     if code:
         body += b"\x18" + _VARINTS[code]
     return _len_field(b"\x7a", body)
+
+
+_UNSET_STATUS = _len_field(b"\x7a", b"")
+# The common ending: no status set, then the flags.
+_UNSET_REMOTE_PARENT = _UNSET_STATUS + _REMOTE_PARENT
+_UNSET_LOCAL = _UNSET_STATUS + _LOCAL
 
 
 def _flags(parent: SpanContext | None) -> int:

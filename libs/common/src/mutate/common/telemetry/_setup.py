@@ -40,6 +40,7 @@ from mutate.common.telemetry._config import (
     parse_pairs,
 )
 from mutate.common.telemetry._files import JsonLinesSpanExporter
+from mutate.common.telemetry._lean import LeanTracerProvider
 from mutate.common.telemetry.metrics import METER_NAME, NOOP_METRICS, Metrics
 
 logger = logging.getLogger(__name__)
@@ -110,8 +111,10 @@ class Telemetry:
         return interceptors
 
     def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
-        """For `grpc.aio.insecure_channel(..., interceptors=...)`; empty when
-        tracing is off (see `server_interceptors`)."""
+        """Client spans, for `mutate.common.telemetry.insecure_channel(...,
+        interceptors=...)` (which applies them without grpc.aio's interceptor
+        path) or any grpc.aio channel; empty when tracing is off (see
+        `server_interceptors`)."""
         if not self.tracing_enabled:
             return []
         return _grpc.aio_client_interceptors(self.tracer_provider)
@@ -231,7 +234,7 @@ def make_resource(service_name: str, config: TelemetrySettings) -> Resource:
 
 
 def _tracer_provider(config: TelemetrySettings, resource: Resource) -> TracerProvider:
-    provider = TracerProvider(
+    provider = LeanTracerProvider(
         resource=resource, sampler=make_sampler(config.sampler, config.sampler_arg)
     )
     for processor in _span_processors(config):

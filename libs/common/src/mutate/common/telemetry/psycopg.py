@@ -32,15 +32,16 @@ from psycopg.rows import Row
 
 TRACER_NAME = "mutate.common.telemetry.psycopg"
 _MAX_STATEMENT = 4096
-# Statements seen, by text: their span name and attributes (the same few
-# statements run over and over). Bounded: cleared when full.
+# Statements remembered per connection; cleared when full.
 _STATEMENT_CACHE_SIZE = 512
 
 _tracer = trace.get_tracer(TRACER_NAME)
-_statements: dict[str, tuple[str, dict[str, AttributeValue]]] = {}
-_servers: weakref.WeakKeyDictionary[Any, dict[str, AttributeValue]] = (
-    weakref.WeakKeyDictionary()
-)
+# Per connection: its server attributes, and per statement text the span
+# name and every attribute (the same few statements run over and over).
+_known: weakref.WeakKeyDictionary[
+    Any,
+    tuple[dict[str, AttributeValue], dict[str, tuple[str, dict[str, AttributeValue]]]],
+] = weakref.WeakKeyDictionary()
 
 
 def _operation(text: str) -> str:
@@ -59,37 +60,41 @@ def _statement(query: Any, context: Any) -> str:
 
 
 def _statement_attributes(text: str) -> tuple[str, dict[str, AttributeValue]]:
-    known = _statements.get(text)
-    if known is None:
-        operation = _operation(text)
-        statement = text[:_MAX_STATEMENT]
-        known = (
-            operation or "postgresql",
-            {
-                "db.operation.name": operation,
-                "db.statement": statement,
-                "db.query.text": statement,
-            },
-        )
-        if len(_statements) >= _STATEMENT_CACHE_SIZE:
-            _statements.clear()
-        _statements[text] = known
-    return known
+    operation = _operation(text)
+    statement = text[:_MAX_STATEMENT]
+    return operation or "postgresql", {
+        "db.operation.name": operation,
+        "db.statement": statement,
+        "db.query.text": statement,
+    }
 
 
 def _server_attributes(connection: Any) -> dict[str, AttributeValue]:
-    known = _servers.get(connection)
+    info = connection.info
+    return {
+        "db.system": "postgresql",
+        "db.system.name": "postgresql",
+        "db.namespace": info.dbname,
+        "server.address": info.host,
+        "server.port": info.port,
+    }
+
+
+def _span_info(connection: Any, text: str) -> tuple[str, dict[str, AttributeValue]]:
+    """Span name and all attributes of `text` run on `connection`, worked
+    out once per connection and statement."""
+    known = _known.get(connection)
     if known is None:
-        info = connection.info
-        known = {
-            "db.system": "postgresql",
-            "db.system.name": "postgresql",
-            "db.namespace": info.dbname,
-            "server.address": info.host,
-            "server.port": info.port,
-        }
-        _servers[connection] = known
-    return known
+        known = _known[connection] = (_server_attributes(connection), {})
+    server, statements = known
+    info = statements.get(text)
+    if info is None:
+        name, attributes = _statement_attributes(text)
+        info = (name, {**server, **attributes})
+        if len(statements) >= _STATEMENT_CACHE_SIZE:
+            statements.clear()
+        statements[text] = info
+    return info
 
 
 def _start(cursor: psycopg.AsyncCursor[Any], query: Any) -> Span | None:
@@ -101,12 +106,8 @@ def _start(cursor: psycopg.AsyncCursor[Any], query: Any) -> Span | None:
     """
     if not trace.get_current_span().get_span_context().is_valid:
         return None
-    name, attributes = _statement_attributes(_statement(query, cursor))
-    return _tracer.start_span(
-        name,
-        kind=trace.SpanKind.CLIENT,
-        attributes={**_server_attributes(cursor.connection), **attributes},
-    )
+    name, attributes = _span_info(cursor.connection, _statement(query, cursor))
+    return _tracer.start_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
 
 
 def _end(span: Span, exc: BaseException | None) -> None:

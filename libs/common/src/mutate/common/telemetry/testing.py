@@ -5,7 +5,7 @@ tracers that modules create at import bind to it for good. So the first
 capture installs one SDK provider for the rest of the process; its sampler
 drops everything (non-recording spans, next to no cost) except while a
 capture is open, when finished spans go to that capture's in-memory
-exporter.
+exporter. The provider is the services' own (`LeanTracerProvider`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
+
+from mutate.common.telemetry._lean import LeanTracerProvider
 
 _lock = threading.Lock()
 _active: list[InMemorySpanExporter] = []
@@ -79,7 +81,7 @@ def _install() -> TracerProvider:
                 raise RuntimeError(
                     "capture_spans: another tracer provider is already global"
                 )
-            _provider = TracerProvider(sampler=_SwitchSampler())
+            _provider = LeanTracerProvider(sampler=_SwitchSampler())
             _provider.add_span_processor(_FanOut())
             trace.set_tracer_provider(_provider)
         return _provider
