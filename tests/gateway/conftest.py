@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ import pytest
 import pytest_asyncio
 
 from mutate.common.settings import load
+from mutate.devstack import _proc
 from mutate.devstack import stack as stk
 from mutate.devstack.harness import PlatformHarness, start_platform
 from mutate.devstack.processes import ServiceProcess
+from mutate.gateway.app import Gateway
 from mutate.gateway.db import Database
 from mutate.gateway.settings import GatewaySettings
 from mutate.gateway.tenancy import OPERATOR_SCOPE, TenancyStore
@@ -170,3 +172,37 @@ async def js(platform: Platform) -> AsyncIterator[Any]:
 def s3(platform: Platform) -> tuple[Any, str]:
     """A minio client of the platform's S3 server and the services' bucket."""
     return platform.harness.s3.client(), platform.info.s3.bucket
+
+
+ReplicaFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest_asyncio.fixture
+async def make_replica(platform: Platform) -> AsyncIterator[ReplicaFactory]:
+    """Other gateway replicas in this process, with their own settings."""
+    started: list[Gateway] = []
+
+    async def make(**overrides: str) -> Gateway:
+        grpc_port, http_port = _proc.free_ports(2)
+        gateway = Gateway(
+            platform.settings(
+                MUTATE_GRPC_PORT=str(grpc_port),
+                MUTATE_HTTP_PORT=str(http_port),
+                MUTATE_SWEEP_INTERVAL_MS="3600000",
+                **overrides,
+            )
+        )
+        started.append(gateway)
+        await gateway.start()
+        return gateway
+
+    yield make
+    for gateway in started:
+        await gateway.stop()
+
+
+async def tenant_on(replica: Gateway, make_tenant: TenantFactory) -> Tenant:
+    """A new tenant whose channel talks to `replica`."""
+    tenant = await make_tenant()
+    channel = grpc.aio.insecure_channel(replica.grpc_target)
+    return Tenant(tenant.organization_id, tenant.key, channel)

@@ -7,18 +7,16 @@ import asyncio
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
 
 from mutate.devstack import _proc
 from mutate.devstack import stack as stk
-from mutate.gateway.app import Gateway
 from mutate.gateway.db import Database
 from mutate.v1 import job_pb2, public_api_pb2
 
-from .conftest import Platform, TenantFactory
+from .conftest import Platform, ReplicaFactory, TenantFactory, tenant_on
 from .helpers import CSV, Tenant, wait_for_status
 
 pb = public_api_pb2
@@ -99,46 +97,13 @@ async def test_admin_creates_organizations_and_keys(
     assert "up to date" in migrate.stdout
 
 
-ReplicaFactory = Callable[..., Awaitable[Gateway]]
-
-
-@pytest.fixture
-async def make_replica(platform: Platform) -> AsyncIterator[ReplicaFactory]:
-    """Other gateway replicas in this process, with their own settings."""
-    started: list[Gateway] = []
-
-    async def make(**overrides: str) -> Gateway:
-        grpc_port, http_port = _proc.free_ports(2)
-        gateway = Gateway(
-            platform.settings(
-                MUTATE_GRPC_PORT=str(grpc_port),
-                MUTATE_HTTP_PORT=str(http_port),
-                MUTATE_SWEEP_INTERVAL_MS="3600000",
-                **overrides,
-            )
-        )
-        started.append(gateway)
-        await gateway.start()
-        return gateway
-
-    yield make
-    for gateway in started:
-        await gateway.stop()
-
-
-async def _tenant_on(replica: Gateway, make_tenant: TenantFactory) -> Tenant:
-    tenant = await make_tenant()
-    channel = grpc.aio.insecure_channel(replica.grpc_target)
-    return Tenant(tenant.organization_id, tenant.key, channel)
-
-
 async def test_rate_limit_answers_resource_exhausted_with_retry_info(
     make_replica: ReplicaFactory, make_tenant: TenantFactory
 ) -> None:
     replica = await make_replica(
         MUTATE_RATE_LIMIT_PER_SECOND="5", MUTATE_RATE_LIMIT_BURST="5"
     )
-    tenant = await _tenant_on(replica, make_tenant)
+    tenant = await tenant_on(replica, make_tenant)
     codes = []
     for _ in range(8):
         try:
@@ -159,7 +124,7 @@ async def test_queued_job_limit_and_the_sweeper(
     replica = await make_replica(
         MUTATE_MAX_QUEUED_JOBS="1", MUTATE_REQUEUE_AFTER_MS="0"
     )
-    tenant = await _tenant_on(replica, make_tenant)
+    tenant = await tenant_on(replica, make_tenant)
     configuration = await tenant.configuration()
     assert replica.db is not None
     db: Database = replica.db

@@ -5,56 +5,22 @@ the row written once finished, the terminal event published after the answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 
 from mutate.common import keys, messaging, topology
 from mutate.devstack import _proc
-from mutate.gateway.app import Gateway
 from mutate.gateway.projection import GATEWAY_WORKER_ID
 from mutate.v1 import configuration_pb2, events_pb2, job_pb2, public_api_pb2
 
-from .conftest import Platform, TenantFactory
+from .conftest import ReplicaFactory, TenantFactory, tenant_on
 from .helpers import CSV, Tenant, get_job
 
 pb = public_api_pb2
 Job = job_pb2.Job
 Event = events_pb2.JobEvent
-ReplicaFactory = Callable[..., Awaitable[Gateway]]
-
-
-@pytest_asyncio.fixture
-async def make_replica(platform: Platform) -> AsyncIterator[ReplicaFactory]:
-    """Gateway replicas in this process, with their own settings."""
-    started: list[Gateway] = []
-
-    async def make(**overrides: str) -> Gateway:
-        grpc_port, http_port = _proc.free_ports(2)
-        gateway = Gateway(
-            platform.settings(
-                MUTATE_GRPC_PORT=str(grpc_port),
-                MUTATE_HTTP_PORT=str(http_port),
-                MUTATE_SWEEP_INTERVAL_MS="3600000",
-                **overrides,
-            )
-        )
-        started.append(gateway)
-        await gateway.start()
-        return gateway
-
-    yield make
-    for gateway in started:
-        await gateway.stop()
-
-
-async def _tenant_on(replica: Gateway, make_tenant: TenantFactory) -> Tenant:
-    tenant = await make_tenant()
-    channel = grpc.aio.insecure_channel(replica.grpc_target)
-    return Tenant(tenant.organization_id, tenant.key, channel)
 
 
 async def _events(js: Any, tenant: Tenant, job_id: str) -> list[Any]:
@@ -153,7 +119,7 @@ async def test_sync_event_is_published_even_when_the_replica_stops_at_once(
     make_replica: ReplicaFactory, make_tenant: TenantFactory, js: Any
 ) -> None:
     replica = await make_replica()
-    tenant = await _tenant_on(replica, make_tenant)
+    tenant = await tenant_on(replica, make_tenant)
     configuration = await tenant.configuration()
     job = await tenant.jobs.CreateJob(
         pb.CreateJobRequest(
@@ -178,7 +144,7 @@ async def test_sync_job_whose_input_cannot_be_stored_is_not_created(
     replica = await make_replica(
         MUTATE_STORAGE_ADDRESS=f"127.0.0.1:{dead}", MUTATE_RPC_TIMEOUT_MS="2000"
     )
-    tenant = await _tenant_on(replica, make_tenant)
+    tenant = await tenant_on(replica, make_tenant)
     configuration = await tenant.configuration()
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await tenant.jobs.CreateJob(
