@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
@@ -19,6 +20,7 @@ from mutate.common import errors, keys
 from mutate.common.storage_client import StorageClient
 from mutate.devstack.processes import ServiceProcess
 from mutate.devstack.servers import S3Server
+from mutate.v1 import storage_pb2, storage_pb2_grpc
 
 from .conftest import StartStorage
 
@@ -165,26 +167,94 @@ async def test_storage_put_over_max_bytes_stores_nothing(
     assert list(s3_client.list_objects(bucket, recursive=True)) == []
 
 
-async def test_storage_declared_hash_streams_a_large_object(
+async def test_storage_declared_hash_streams_a_large_object_in_one_put(
     storage: StorageClient,
 ) -> None:
-    # 12 MiB > the 5 MiB part size: streamed as a multipart upload with the
-    # hash recorded up front (no self-copy afterwards).
+    # 12 MiB > the 5 MiB part size, but declared: one streamed PUT with the
+    # hash recorded up front (a multipart ETag would end in "-<parts>").
     data = os.urandom(12 * MIB)
     key = keys.output_key("org_1", "job_1", "big.bin")
 
-    info = await storage.put_bytes(key, data)
+    info = await storage.put_bytes(key, data, metadata={"origin": "test"})
 
-    assert info.sha256 == (await storage.stat(key)).sha256
-    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    stored = await storage.stat(key)
+    assert info.sha256 == stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored.size == len(data)
+    assert stored.metadata == {"origin": "test"}
+    assert "-" not in stored.etag
     assert await storage.get_bytes(key) == data
 
 
-@pytest.mark.parametrize("size", [1000, 12 * MIB], ids=["one-put", "multipart"])
+async def test_storage_declared_hash_over_the_single_put_limit_goes_multipart(
+    start_storage: StartStorage, s3_server: S3Server, bucket: str
+) -> None:
+    process = start_storage(
+        s3_server, bucket, env={"MUTATE_STORAGE_SINGLE_PUT_MAX_BYTES": "0"}
+    )
+    assert process.health_address is not None
+    data = os.urandom(12 * MIB)
+    key = keys.output_key("org_1", "job_1", "big.bin")
+
+    async with StorageClient(process.health_address) as client:
+        info = await client.put_bytes(key, data)
+        stored = await client.stat(key)
+        assert await client.get_bytes(key) == data
+
+    assert info.sha256 == stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored.etag.endswith("-3")
+
+
+async def test_storage_speaks_plain_protobuf_to_generated_stubs(
+    storage_process: ServiceProcess,
+) -> None:
+    # The service frames chunks by hand; a peer with generated stubs (or
+    # grpcurl) must see ordinary messages both ways.
+    assert storage_process.health_address is not None
+    data = os.urandom(3 * MIB + 17)
+    key = keys.output_key("org_1", "job_1", "plain.bin")
+    async with grpc.aio.insecure_channel(storage_process.health_address) as channel:
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+        call = stub.PutObject()
+        await call.write(
+            storage_pb2.PutObjectRequest(
+                header=storage_pb2.PutObjectHeader(key=key, content_type="x/y")
+            )
+        )
+        for start in range(0, len(data), MIB):
+            await call.write(
+                storage_pb2.PutObjectRequest(chunk=data[start : start + MIB])
+            )
+        await call.done_writing()
+        stored = await call
+
+        replies = [
+            r async for r in stub.GetObject(storage_pb2.GetObjectRequest(key=key))
+        ]
+
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert replies[0].WhichOneof("part") == "info"
+    assert replies[0].info.size == len(data)
+    assert b"".join(r.chunk for r in replies[1:]) == data
+
+
+@pytest.mark.parametrize(
+    ("size", "single_put"),
+    [(1000, True), (12 * MIB, True), (12 * MIB, False)],
+    ids=["buffered", "streamed-put", "multipart"],
+)
 @pytest.mark.parametrize("wrong", ["sha256", "size-short", "size-long"])
 async def test_storage_content_unlike_its_declaration_stores_nothing(
-    storage: StorageClient, s3_client: Any, bucket: str, size: int, wrong: str
+    start_storage: StartStorage,
+    s3_server: S3Server,
+    s3_client: Any,
+    bucket: str,
+    size: int,
+    single_put: bool,
+    wrong: str,
 ) -> None:
+    env = {} if single_put else {"MUTATE_STORAGE_SINGLE_PUT_MAX_BYTES": "0"}
+    process = start_storage(s3_server, bucket, env=env)
+    assert process.health_address is not None
     data = os.urandom(size)
     declared_size, declared_sha = size, hashlib.sha256(data).hexdigest()
     if wrong == "sha256":
@@ -199,12 +269,13 @@ async def test_storage_content_unlike_its_declaration_stores_nothing(
             yield data[start : start + MIB]
 
     with pytest.raises(errors.InvalidArgument) as refused:
-        await storage.put_stream(
-            keys.output_key("org_1", "job_1", "out.bin"),
-            chunks(),
-            size=declared_size,
-            sha256=declared_sha,
-        )
+        async with StorageClient(process.health_address) as storage:
+            await storage.put_stream(
+                keys.output_key("org_1", "job_1", "out.bin"),
+                chunks(),
+                size=declared_size,
+                sha256=declared_sha,
+            )
 
     assert "declared" in str(refused.value)
     assert list(s3_client.list_objects(bucket, recursive=True)) == []

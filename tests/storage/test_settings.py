@@ -16,6 +16,7 @@ from mutate.storage.settings import StorageSettings
 
 OPTIONS = StoreOptions(
     part_bytes=5 * 1024 * 1024,
+    single_put_bytes=5_000_000_000,
     chunk_bytes=1024 * 1024,
     io_threads=2,
     connect_timeout=0.5,

@@ -1,9 +1,11 @@
 """Async client of the storage service, for gateway, transformer and notifier.
 
 Wraps the generated `StorageService` stub: bytes and async byte streams go
-out in 1 MiB chunks, answers come back as frozen dataclasses, and every
-failed call is translated once (`_translate`) into the mutate.common.errors
-tree, so callers handle `NotFound`, retry on `Unavailable` and so on::
+out in 1 MiB chunks (framed by `mutate.common.chunk_frames`, which saves the
+copies protobuf would make of bulk bytes), answers come back as frozen
+dataclasses, and every failed call is translated once (`_translate`) into
+the mutate.common.errors tree, so callers handle `NotFound`, retry on
+`Unavailable` and so on::
 
     async with StorageClient("127.0.0.1:50052") as storage:
         info = await storage.put_bytes(key, data, "text/csv")
@@ -27,6 +29,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from mutate.common import errors
+from mutate.common.chunk_frames import ChunkFrames
 from mutate.common.grpc_server import DEFAULT_MAX_MESSAGE_BYTES
 from mutate.v1 import storage_pb2, storage_pb2_grpc
 
@@ -37,6 +40,11 @@ CHUNK_BYTES = 1024 * 1024
 _HASH_INLINE_BYTES = 256 * 1024
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_STREAM_TIMEOUT = 600.0
+
+# The chunk messages of the two streaming calls, framed by hand on both ends.
+PUT_CHUNKS = ChunkFrames(storage_pb2.PutObjectRequest, "chunk")
+GET_CHUNKS = ChunkFrames(storage_pb2.GetObjectResponse, "chunk")
+_SERVICE = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +145,16 @@ class StorageClient:
             self._channel = target
             self._owns_channel = False
         self._stub = storage_pb2_grpc.StorageServiceStub(self._channel)
+        self._put_object = self._channel.stream_unary(
+            f"/{_SERVICE}/PutObject",
+            request_serializer=PUT_CHUNKS.serialize,
+            response_deserializer=storage_pb2.ObjectInfo.FromString,
+        )
+        self._get_object = self._channel.unary_stream(
+            f"/{_SERVICE}/GetObject",
+            request_serializer=storage_pb2.GetObjectRequest.SerializeToString,
+            response_deserializer=GET_CHUNKS.deserialize,
+        )
         self.timeout = timeout
         self.stream_timeout = stream_timeout
         self.chunk_bytes = chunk_bytes
@@ -181,10 +199,11 @@ class StorageClient:
         large object straight to the store and refuse a corrupted transfer.
         """
 
-        async def chunks() -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncIterator[memoryview]:
+            # Slices of a view: the frame around each is the only copy.
             view = memoryview(data)
             for start in range(0, len(view), self.chunk_bytes):
-                yield bytes(view[start : start + self.chunk_bytes])
+                yield view[start : start + self.chunk_bytes]
 
         if len(data) > _HASH_INLINE_BYTES:
             # hashlib drops the GIL: a large buffer is hashed off the loop.
@@ -204,7 +223,7 @@ class StorageClient:
     async def put_stream(
         self,
         key: str,
-        chunks: AsyncIterable[bytes],
+        chunks: AsyncIterable[bytes] | AsyncIterable[memoryview],
         content_type: str = "application/octet-stream",
         max_bytes: int = 0,
         *,
@@ -228,11 +247,11 @@ class StorageClient:
             sha256=sha256,
         )
 
-        call = self._stub.PutObject(timeout=self.stream_timeout)
+        call = self._put_object(timeout=self.stream_timeout)
         try:
             await call.write(storage_pb2.PutObjectRequest(header=header))
             async for chunk in _rechunk(chunks, self.chunk_bytes):
-                await call.write(storage_pb2.PutObjectRequest(chunk=chunk))
+                await call.write(PUT_CHUNKS.frame(chunk))
             await call.done_writing()
         except (grpc.RpcError, asyncio.InvalidStateError):
             # The service ended the call early (e.g. over max_bytes); its
@@ -250,7 +269,9 @@ class StorageClient:
 
     async def get_bytes(self, key: str, max_bytes: int = 0) -> bytes:
         """The whole object; FailedPrecondition when over `max_bytes` (0: any)."""
-        parts = [chunk async for chunk in self.get_stream(key, max_bytes=max_bytes)]
+        async with self._open(key, max_bytes) as (_, payloads):
+            # Views of the received frames: joining them is the one copy.
+            parts = [payload async for payload in payloads]
         return b"".join(parts)
 
     async def get_stream(self, key: str, *, max_bytes: int = 0) -> AsyncIterator[bytes]:
@@ -271,17 +292,28 @@ class StorageClient:
         For callers that need the size before the content, e.g. to send a
         Content-Length header.
         """
+        async with self._open(key, max_bytes) as (info, payloads):
+            yield info, _as_bytes(payloads)
+
+    @contextlib.asynccontextmanager
+    async def _open(
+        self, key: str, max_bytes: int
+    ) -> AsyncIterator[tuple[ObjectInfo, AsyncIterator[bytes | memoryview]]]:
         self._check_open()
-        call = self._stub.GetObject(
+        call = self._get_object(
             storage_pb2.GetObjectRequest(key=key, max_bytes=max_bytes),
             timeout=self.stream_timeout,
         )
         try:
             with _translate("storage"):
                 first = await call.read()
-            if first is grpc.aio.EOF or first.WhichOneof("part") != "info":
+            if (
+                first is grpc.aio.EOF
+                or isinstance(first, memoryview)
+                or first.WhichOneof("part") != "info"
+            ):
                 raise errors.Internal(f"storage sent no info for {key!r}")
-            yield ObjectInfo.from_proto(first.info), _read_chunks(call)
+            yield ObjectInfo.from_proto(first.info), _read_payloads(call)
         finally:
             call.cancel()
 
@@ -386,16 +418,34 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-async def _read_chunks(call: grpc.aio.UnaryStreamCall) -> AsyncIterator[bytes]:
+async def _read_payloads(
+    call: grpc.aio.UnaryStreamCall,
+) -> AsyncIterator[bytes | memoryview]:
+    """Chunk payloads: views of the frames (GET_CHUNKS), or bytes from a
+    frame that protobuf had to parse."""
     while True:
         with _translate("storage"):
             message = await call.read()
         if message is grpc.aio.EOF:
             return
-        yield message.chunk
+        if isinstance(message, memoryview):
+            yield message
+        elif message.WhichOneof("part") == "chunk":
+            yield message.chunk
+        else:
+            raise errors.Internal("storage sent a second info message")
 
 
-async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+async def _as_bytes(
+    payloads: AsyncIterator[bytes | memoryview],
+) -> AsyncIterator[bytes]:
+    async for payload in payloads:
+        yield payload if isinstance(payload, bytes) else bytes(payload)
+
+
+async def _rechunk(
+    chunks: AsyncIterable[bytes] | AsyncIterable[memoryview], size: int
+) -> AsyncIterator[bytes | memoryview]:
     """Pieces of at most `size` bytes, so no message nears gRPC's limit."""
     async for chunk in chunks:
         if len(chunk) <= size:
@@ -403,7 +453,7 @@ async def _rechunk(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byt
             continue
         view = memoryview(chunk)
         for start in range(0, len(view), size):
-            yield bytes(view[start : start + size])
+            yield view[start : start + size]
 
 
 __all__ = [

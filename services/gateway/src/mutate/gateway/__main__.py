@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mutate.common import logs
+from mutate.common import allocator, logs
 from mutate.common.errors import MutateError
 from mutate.common.grpc_server import wait_for_signal
 from mutate.common.settings import SettingsError, load, redacted
@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # Admin commands keep stdout for their answer; logs go to stderr anyway.
     logs.configure("gateway", level=settings.log_level, fmt=settings.log_format)
+    # Files pass through as whole buffers and 1 MiB storage chunks.
+    allocator.keep_freed_memory()
     try:
         return _run(args, settings)
     except MutateError as exc:

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from mutate.common import logs
+from mutate.common import allocator, logs
 from mutate.common.settings import SettingsError, load
 from mutate.common.telemetry import setup_telemetry
 from mutate.storage._app import StartupError, serve
@@ -23,6 +23,8 @@ def main() -> None:
         print(f"mutate-storage: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.configure("storage", level=settings.log_level, fmt=settings.log_format)
+    # Every put and get streams fresh buffers; a put holds about two parts.
+    allocator.keep_freed_memory(trim_bytes=2 * settings.part_bytes)
     try:
         telemetry = setup_telemetry("storage", env=os.environ)
     except SettingsError as exc:

@@ -11,10 +11,9 @@ from mutate.common.grpc_server import GrpcServer, ServiceRegistration, wait_for_
 from mutate.common.settings import redacted
 from mutate.common.telemetry import Telemetry
 from mutate.storage._retention import RetentionSweeper
-from mutate.storage._service import StorageService
+from mutate.storage._service import StorageService, add_storage_service
 from mutate.storage._store import S3Store, StoreOptions
 from mutate.storage.settings import StorageSettings
-from mutate.v1 import storage_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +29,7 @@ def build_store(settings: StorageSettings) -> S3Store:
         config=settings.resolve_provider(),
         options=StoreOptions(
             part_bytes=settings.part_bytes,
+            single_put_bytes=settings.single_put_bytes,
             chunk_bytes=settings.chunk_bytes,
             io_threads=settings.io_threads,
             connect_timeout=settings.connect_timeout,
@@ -94,7 +94,7 @@ async def _serve_with(
         services=[
             ServiceRegistration(
                 name="mutate.v1.StorageService",
-                add_to_server=storage_pb2_grpc.add_StorageServiceServicer_to_server,
+                add_to_server=add_storage_service,
                 servicer=service,
             )
         ],

@@ -4,7 +4,8 @@ The minio client uploads from a file-like object in a worker thread; gRPC
 delivers chunks on the event loop. `ChunkPipe` joins them with a byte budget:
 the writer awaits (without blocking the loop) while the budget is used up, so
 a put of any size holds at most `capacity` bytes here plus the part minio is
-sending.
+sending. Chunks may be bytes or memoryviews (views of received gRPC frames);
+`read` hands minio bytes, `read_chunk` passes views on uncopied.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class ChunkPipe:
         self,
         *,
         capacity: int,
-        on_data: Callable[[bytes], None] | None = None,
+        on_data: Callable[[bytes | memoryview], None] | None = None,
         on_end: Callable[[], None] | None = None,
     ) -> None:
         """`on_data` sees every chunk the reader takes, `on_end` runs once at
@@ -38,14 +39,14 @@ class ChunkPipe:
         self._on_end = on_end
         self._capacity = capacity
         self._cond = threading.Condition()
-        self._chunks: collections.deque[bytes] = collections.deque()
+        self._chunks: collections.deque[bytes | memoryview] = collections.deque()
         self._buffered = 0
         self._eof = False
         self._error: BaseException | None = None
         self._reader_gone = False
         self._space = asyncio.Event()
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: bytes | memoryview) -> None:
         """Queue `chunk`, waiting while the pipe holds `capacity` bytes."""
         while True:
             with self._cond:
@@ -89,7 +90,21 @@ class ChunkPipe:
         each read returns to its part buffer, so many small reads would copy
         the part over and over.
         """
-        parts: list[bytes] = []
+        parts = self._read_parts(size)
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0]
+        return b"".join(parts)
+
+    def read_chunk(self, size: int) -> bytes | memoryview:
+        """Up to `size` bytes, as the chunk itself when one chunk holds them
+        (no copy); empty at the end of data."""
+        parts = self._read_parts(size)
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def _read_parts(self, size: int) -> list[bytes | memoryview]:
+        parts: list[bytes | memoryview] = []
         taken = 0
         while size < 0 or taken < size:
             with self._cond:
@@ -106,18 +121,14 @@ class ChunkPipe:
                 self._on_data(chunk)
             parts.append(chunk)
             taken += len(chunk)
-        if len(parts) == 1:
-            return parts[0]
-        data = b"".join(parts)
-        parts.clear()
-        return data
+        return parts
 
     def _end(self) -> None:
         on_end, self._on_end = self._on_end, None
         if on_end is not None:
             on_end()
 
-    def _take_one(self, limit: int) -> bytes:
+    def _take_one(self, limit: int) -> bytes | memoryview:
         chunk = self._chunks.popleft()
         if 0 <= limit < len(chunk):
             self._chunks.appendleft(chunk[limit:])

@@ -3,7 +3,9 @@
 Handlers check keys against the scheme in mutate.common.keys, turn protos
 into calls on the S3 adapter and back, and raise domain errors; the shared
 ErrorInterceptor turns those into status codes, so no stack trace ever
-reaches a caller.
+reaches a caller. The chunks of PutObject and GetObject are framed by hand
+(`mutate.common.chunk_frames`, registered by `add_storage_service`): a put's
+chunks arrive as views of their frames, a get's leave as encoded frames.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import logging
 import math
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 from opentelemetry import trace
 
 from mutate.common import errors, keys
+from mutate.common.storage_client import GET_CHUNKS, PUT_CHUNKS
 from mutate.common.telemetry import NOOP_METRICS, Metrics
 from mutate.storage._store import (
     CONTENT_MISMATCH,
@@ -93,11 +97,15 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
 
     async def PutObject(
         self,
-        request_iterator: AsyncIterator[storage_pb2.PutObjectRequest],
+        request_iterator: AsyncIterator[storage_pb2.PutObjectRequest | memoryview],
         context: grpc.aio.ServicerContext,
     ) -> storage_pb2.ObjectInfo:
         first = await anext(request_iterator, None)
-        if first is None or first.WhichOneof("part") != "header":
+        if (
+            first is None
+            or isinstance(first, memoryview)
+            or first.WhichOneof("part") != "header"
+        ):
             raise errors.InvalidArgument(
                 "the first message of PutObject must carry the header",
                 field_violations=[("header", "missing")],
@@ -140,9 +148,11 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         )
         return object_info(info)
 
-    async def GetObject(
+    # Chunks leave as encoded frames (bytes), which the generated base
+    # class's signature does not know.
+    async def GetObject(  # type: ignore[override]
         self, request: storage_pb2.GetObjectRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[storage_pb2.GetObjectResponse]:
+    ) -> AsyncIterator[storage_pb2.GetObjectResponse | bytes]:
         key = keys.parse_key(request.key)
         reader = await self._store.open(str(key))
         sent = 0
@@ -152,7 +162,7 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
             yield storage_pb2.GetObjectResponse(info=object_info(reader.info))
             async for chunk in reader.chunks():
                 sent += len(chunk)
-                yield storage_pb2.GetObjectResponse(chunk=chunk)
+                yield GET_CHUNKS.frame(chunk)
         finally:
             # Counted as sent, also when the caller stopped reading early.
             if sent:
@@ -292,9 +302,13 @@ def _seconds(duration: duration_pb2.Duration) -> float:
 
 
 async def _chunks(
-    requests: AsyncIterator[storage_pb2.PutObjectRequest],
-) -> AsyncIterator[bytes]:
+    requests: AsyncIterator[storage_pb2.PutObjectRequest | memoryview],
+) -> AsyncIterator[bytes | memoryview]:
     async for request in requests:
+        if isinstance(request, memoryview):
+            if request:
+                yield request
+            continue
         if request.WhichOneof("part") != "chunk":
             raise errors.InvalidArgument(
                 "only the first PutObject message may carry a header",
@@ -302,3 +316,41 @@ async def _chunks(
             )
         if request.chunk:
             yield request.chunk
+
+
+def add_storage_service(servicer: StorageService, server: Any) -> None:
+    """The generated registration, with the chunk streams framed by hand.
+
+    Method names, message types and the reflection/health entries stay the
+    generated ones; only PutObject's request deserializer and GetObject's
+    response serializer are swapped for their `ChunkFrames` versions.
+    """
+    generated = _RegisteredHandlers()
+    storage_pb2_grpc.add_StorageServiceServicer_to_server(servicer, generated)
+    handlers = dict(generated.handlers)
+    handlers["PutObject"] = handlers["PutObject"]._replace(
+        request_deserializer=PUT_CHUNKS.deserialize
+    )
+    handlers["GetObject"] = handlers["GetObject"]._replace(
+        response_serializer=GET_CHUNKS.serialize
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(generated.service, handlers),)
+    )
+    server.add_registered_method_handlers(generated.service, handlers)
+
+
+class _RegisteredHandlers:
+    """Stands in for a server to collect what generated code registers."""
+
+    service = ""
+    handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, generic_handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, Any]
+    ) -> None:
+        self.service = service
+        self.handlers = handlers

@@ -9,11 +9,12 @@ FailedPrecondition naming the setting to fix.
 Integrity: the SHA-256 of every object is computed while it streams in and
 stored as user metadata (`x-amz-meta-sha256`); gets recompute it and end with
 DataLoss on a mismatch. S3 wants metadata before the body. A sender that
-holds the bytes declares their SHA-256 (and size) in the header: the hash is
-then recorded as the upload starts, the body streams to the store while it
-arrives (parts uploaded two at a time), and a stream that turns out not to
-match is aborted before the upload completes, so nothing is stored. Without
-a declared hash, objects that fit in one part (the common case) are buffered,
+holds the bytes declares their SHA-256 and size in the header: the object
+then goes to the store as one PUT of that length while it arrives (see
+`_signed.StreamingPut`; above MUTATE_STORAGE_SINGLE_PUT_MAX_BYTES as a
+multipart upload, two parts in flight), and a stream that turns out not to
+match is cut off before its last bytes, so nothing is stored. Without a
+declared hash, objects that fit in one part (the common case) are buffered,
 hashed and sent in one PUT with the hash; larger ones stream as a multipart
 upload and get the hash afterwards by a server-side self-copy with replaced
 metadata, guarded by the ETag so a concurrent overwrite is never stamped with
@@ -55,6 +56,7 @@ from minio.lifecycleconfig import (
 
 from mutate.common import errors
 from mutate.storage._pipe import ChunkPipe, PipeClosed
+from mutate.storage._signed import StreamingPut, user_metadata_headers
 from mutate.storage.settings import Endpoint, ProviderConfig
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,8 @@ class StoreOptions:
 
     part_bytes: int
     chunk_bytes: int
+    # Declared puts up to this size stream as one PUT (0: never).
+    single_put_bytes: int
     io_threads: int
     connect_timeout: float
     read_timeout: float
@@ -179,10 +183,12 @@ def _from_headers(key: str, headers: Any) -> StoredObject:
 
 
 class ObjectReader:
-    """An open GET: its info, then chunks read (and hashed) in the thread pool.
+    """An open GET: its info, then chunks read and hashed in the thread pool.
 
-    One read runs ahead of the consumer, so fetching the next chunk from the
-    store overlaps sending the last one to the caller.
+    A small object (one chunk) is read, hashed and released in the same
+    thread call as the GET. A larger one streams: the next chunk is read
+    while the last is hashed (in another pool thread) and sent to the
+    caller, and the first read starts before the info goes out.
     """
 
     def __init__(
@@ -196,6 +202,7 @@ class ObjectReader:
         self._taken = 0
         self._first = b""
         self._first_was_all = False
+        self._reading: asyncio.Future[bytes] | None = None
         # A read still running in a thread must end before the response is
         # released from another one.
         self._lock = threading.Lock()
@@ -206,43 +213,68 @@ class ObjectReader:
                 return b""
             data: bytes = self._response.read(self._chunk)
             self._taken += len(data)
-        # hashlib drops the GIL on large buffers: hashing here keeps it off
-        # the event loop.
-        self._hasher.update(data)
         return data
 
+    def _hash(self, data: bytes) -> None:
+        # hashlib drops the GIL on large buffers: this runs beside the loop
+        # and beside the next read.
+        self._hasher.update(data)
+
     def read_first(self) -> None:
-        """In a pool thread: the first chunk, and the release when it is all."""
+        """In a pool thread: a small object whole (read, hashed, released)."""
+        if self.info.size > self._chunk:
+            return
         self._first = self._read()
+        self._hash(self._first)
         if self._taken >= self.info.size:
             self._first_was_all = True
             self.release()
 
+    def start(self) -> None:
+        """On the loop: begin reading a larger object at once."""
+        if not self._first_was_all and not self._first and self._reading is None:
+            self._reading = self._read_ahead()
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The content; DataLoss when size or SHA-256 differ from the record."""
         size = 0
-        pending: asyncio.Future[bytes] | None = None
+        reading, self._reading = self._reading, None
+        hashing: asyncio.Future[None] | None = None
         data = self._first
+        if not self._first_was_all and not data:
+            data = await (reading or self._read_ahead())
+            reading = None
         try:
             while data:
                 size += len(data)
                 if size > self.info.size:
                     break
                 if not self._first_was_all:
-                    pending = self._read_ahead()
+                    reading = self._read_ahead()
+                    if data is not self._first:
+                        if hashing is not None:
+                            await hashing
+                        hashing = self._hash_ahead(data)
                 yield data
-                if pending is None:
+                if reading is None:
                     break
-                data = await pending
-                pending = None
+                data = await reading
+                reading = None
+            if hashing is not None:
+                await hashing
+                hashing = None
         finally:
-            if pending is not None:
-                # Abandoned by the caller: nobody will await this read.
-                pending.add_done_callback(_retrieve)
+            # Abandoned by the caller: nobody will await these.
+            for future in (reading, hashing):
+                if future is not None:
+                    future.add_done_callback(_retrieve)
         self._verify(size, self._hasher.hexdigest())
 
     def _read_ahead(self) -> asyncio.Future[bytes]:
         return asyncio.ensure_future(self._store.run(self._read))
+
+    def _hash_ahead(self, data: bytes) -> asyncio.Future[None]:
+        return asyncio.ensure_future(self._store.run(self._hash, data))
 
     def _verify(self, size: int, digest: str) -> None:
         if size != self.info.size:
@@ -261,6 +293,9 @@ class ObjectReader:
             )
 
     async def close(self) -> None:
+        if self._reading is not None:
+            self._reading.add_done_callback(_retrieve)
+            self._reading = None
         if self._response is not None:
             await self._store.run(self.release)
 
@@ -272,7 +307,46 @@ class ObjectReader:
             _release(response)
 
 
-def _retrieve(future: asyncio.Future[bytes]) -> None:
+async def _feed(
+    pipe: ChunkPipe,
+    upload: asyncio.Future[str],
+    head: list[bytes | memoryview],
+    chunks: AsyncIterator[bytes | memoryview],
+    counter: _Counter,
+) -> str:
+    """Write the stream into the pipe an upload thread reads; its ETag."""
+    try:
+        while head:
+            await pipe.write(head.pop(0))
+        async for chunk in chunks:
+            counter.add(chunk)
+            await pipe.write(chunk)
+        pipe.close()
+        return await upload
+    except PipeClosed:
+        # The upload failed first; its error says why.
+        await upload
+        raise errors.Internal("upload ended early") from None
+    except BaseException as exc:
+        pipe.abort(_Aborted(str(exc)))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(upload)
+        raise
+
+
+def _held_back(pipe: ChunkPipe, size: int) -> Iterator[bytes | memoryview]:
+    """The pipe's content, its last piece only once the end-of-data check
+    has passed: a stream that fails it never completes the request's body."""
+    pending = pipe.read_chunk(size)
+    while pending:
+        # At the end of data this read runs the check (and raises on failure)
+        # before the last piece is handed over.
+        following = pipe.read_chunk(size)
+        yield pending
+        pending = following
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark an abandoned read's outcome as seen (no "never retrieved" noise)."""
     if not future.cancelled():
         future.exception()
@@ -333,6 +407,7 @@ class S3Store:
             retries=retry,
         )
         self._client = _minio(config.endpoint, config, self._http)
+        self._streaming = StreamingPut(config.endpoint, config, self._http)
         # Only signs URLs; never opens a connection.
         self._signer = _minio(config.public_endpoint, config, None)
 
@@ -442,11 +517,13 @@ class S3Store:
         return _from_headers(key, result.metadata)
 
     async def open(self, key: str) -> ObjectReader:
-        return await self.run(self._open, key)
+        reader = await self.run(self._open, key)
+        reader.start()
+        return reader
 
     def _open(self, key: str) -> ObjectReader:
-        # The first chunk is read in the same thread call: a small object
-        # (most inputs and outputs) then needs no other hop to a thread.
+        # A small object (most inputs and outputs) is read in the same
+        # thread call: it then needs no other hop to a thread.
         response = self._client.get_object(self.bucket, key)
         info = _from_headers(key, response.headers)
         reader = ObjectReader(self, info, response, self.options.chunk_bytes)
@@ -500,7 +577,7 @@ class S3Store:
     async def put(
         self,
         key: str,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncIterator[bytes | memoryview],
         *,
         content_type: str,
         metadata: dict[str, str],
@@ -517,7 +594,16 @@ class S3Store:
         counter = _Counter(
             key, max_bytes, declared_size=declared_size, declared_sha256=declared_sha256
         )
-        head: list[bytes] = []
+        if (
+            declared_sha256
+            and self.options.chunk_bytes
+            < declared_size
+            <= self.options.single_put_bytes
+        ):
+            return await self._put_streamed(
+                key, chunks, counter, content_type, metadata
+            )
+        head: list[bytes | memoryview] = []
         part_bytes = self.options.part_bytes
         # Buffer for one PUT unless the sender already said it will not fit.
         if not (declared_sha256 and declared_size > part_bytes):
@@ -561,8 +647,8 @@ class S3Store:
     async def _put_large(
         self,
         key: str,
-        head: list[bytes],
-        chunks: AsyncIterator[bytes],
+        head: list[bytes | memoryview],
+        chunks: AsyncIterator[bytes | memoryview],
         counter: _Counter,
         content_type: str,
         metadata: dict[str, str],
@@ -589,26 +675,54 @@ class S3Store:
                 _PARALLEL_PARTS if hash_known else 1,
             )
         )
-        try:
-            while head:
-                await pipe.write(head.pop(0))
-            async for chunk in chunks:
-                counter.add(chunk)
-                await pipe.write(chunk)
-            pipe.close()
-            etag = await upload
-        except PipeClosed:
-            # The upload failed first; its error says why.
-            etag = await upload
-            raise errors.Internal("upload ended early") from None
-        except BaseException as exc:
-            pipe.abort(_Aborted(str(exc)))
-            with contextlib.suppress(Exception):
-                await asyncio.shield(upload)
-            raise
+        etag = await _feed(pipe, upload, head, chunks, counter)
         if hash_known:
             return counter.stored(etag, content_type, metadata)
         return await self._record_sha256(key, etag, counter, content_type, metadata)
+
+    async def _put_streamed(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes | memoryview],
+        counter: _Counter,
+        content_type: str,
+        metadata: dict[str, str],
+    ) -> StoredObject:
+        """One PUT of the declared length, sent while the stream arrives.
+
+        The store ingests at its own pace from the first chunk on, with no
+        part to fill and no per-part hash for the signature; the last piece
+        waits for the declaration check (see `_held_back`).
+        """
+        pipe = ChunkPipe(
+            capacity=self.options.chunk_bytes,
+            on_data=counter.hash,
+            on_end=counter.check_complete,
+        )
+        headers = {
+            **user_metadata_headers(metadata),
+            f"{_META_PREFIX}{SHA256_META}": counter.declared_sha256,
+            "Content-Type": content_type,
+        }
+        upload = asyncio.ensure_future(
+            self.run(self._stream_from_pipe, key, pipe, counter.declared_size, headers)
+        )
+        etag = await _feed(pipe, upload, [], chunks, counter)
+        return counter.stored(etag, content_type, metadata)
+
+    def _stream_from_pipe(
+        self, key: str, pipe: ChunkPipe, size: int, headers: dict[str, str]
+    ) -> str:
+        try:
+            return self._streaming.put(
+                self.bucket,
+                key,
+                _held_back(pipe, self.options.chunk_bytes),
+                length=size,
+                headers=headers,
+            )
+        finally:
+            pipe.reader_done()
 
     def _upload_from_pipe(
         self,
@@ -734,7 +848,7 @@ class _Counter:
         if declared_size > max_bytes:
             self._too_large()
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, chunk: bytes | memoryview) -> None:
         """Count a chunk as it arrives (hashing happens where it is read)."""
         self.size += len(chunk)
         if self.size > self.max_bytes:
@@ -742,7 +856,7 @@ class _Counter:
         if self.declared_size and self.size > self.declared_size:
             raise self._mismatch(f"more than the declared {self.declared_size} bytes")
 
-    def hash(self, data: bytes) -> None:
+    def hash(self, data: bytes | memoryview) -> None:
         self._hasher.update(data)
 
     def check_complete(self) -> None:

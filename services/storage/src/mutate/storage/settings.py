@@ -170,6 +170,13 @@ class StorageSettings(CommonSettings):
         help="Multipart part size (≥ 5 MiB); objects up to this size are "
         "buffered and sent in one PUT. Memory per put is about twice this.",
     )
+    single_put_bytes: int = setting(
+        "MUTATE_STORAGE_SINGLE_PUT_MAX_BYTES",
+        5_000_000_000,
+        help="Largest put whose sender declares its size and SHA-256 that is "
+        "streamed to the store as one PUT while it arrives (S3 and R2 take at "
+        "most 5 GiB in one PUT); larger ones go as multipart uploads, 0 = always.",
+    )
     chunk_bytes: int = setting(
         "MUTATE_STORAGE_CHUNK_BYTES",
         1024 * 1024,
@@ -259,6 +266,10 @@ class StorageSettings(CommonSettings):
             raise SettingsError("MUTATE_STORAGE_MAX_OBJECT_BYTES must be ≤ 5 GiB")
         if self.part_bytes < MIN_PART_BYTES:
             raise SettingsError("MUTATE_STORAGE_PART_BYTES must be ≥ 5 MiB")
+        if not 0 <= self.single_put_bytes <= MAX_OBJECT_BYTES:
+            raise SettingsError(
+                "MUTATE_STORAGE_SINGLE_PUT_MAX_BYTES must be between 0 and 5 GiB"
+            )
         check_positive(
             MUTATE_STORAGE_CHUNK_BYTES=self.chunk_bytes,
             MUTATE_STORAGE_IO_THREADS=self.io_threads,

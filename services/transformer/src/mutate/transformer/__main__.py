@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from mutate.common import logs
+from mutate.common import allocator, logs
 from mutate.common.settings import SettingsError, describe, load
 from mutate.common.telemetry import setup_telemetry
 from mutate.common.topology import TopologySettings
@@ -80,6 +80,8 @@ def _run(env: Mapping[str, str], *, serve: bool, work: bool) -> int:
         print(f"mutate-transformer: {exc}", file=sys.stderr)
         return 2
     logs.configure("transformer", level=settings.log_level, fmt=settings.log_format)
+    # Files pass through as whole buffers and 1 MiB storage chunks.
+    allocator.keep_freed_memory()
     try:
         telemetry = setup_telemetry("transformer", env=env)
     except SettingsError as exc:
