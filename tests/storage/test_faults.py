@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,6 +18,9 @@ from mutate.storage.settings import Endpoint, ProviderConfig
 
 from .conftest import StartStorage
 
+MIB = 1024 * 1024
+LARGE = bytes(range(256)) * (12 * MIB // 256)
+
 OPTIONS = StoreOptions(
     part_bytes=5 * 1024 * 1024,
     single_put_bytes=5_000_000_000,
@@ -26,6 +31,11 @@ OPTIONS = StoreOptions(
     retries=0,
     retry_backoff=0.0,
 )
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), MIB):
+        yield data[start : start + MIB]
 
 
 def _store(server: S3Server, *, access: str, secret: str, bucket: str) -> S3Store:
@@ -64,6 +74,12 @@ async def test_storage_store_stopped_is_unavailable_then_recovers(
             await storage.get_bytes(key)
         with pytest.raises(errors.Unavailable):
             await storage.put_bytes(key, b"during")
+        # Large ones too (streamed, multipart): the service reads out the
+        # rest of the stream so the caller sees the status, not INTERNAL.
+        with pytest.raises(errors.Unavailable):
+            await storage.put_bytes(key, LARGE)
+        with pytest.raises(errors.Unavailable):
+            await storage.put_stream(key, _chunks(LARGE))
         with pytest.raises(errors.Unavailable):
             await storage.stat(key)
         assert time.monotonic() - started < 10
@@ -79,6 +95,45 @@ async def test_storage_store_stopped_is_unavailable_then_recovers(
                 await asyncio.sleep(0.2)
         await storage.put_bytes(key, b"after")
         assert await storage.get_bytes(key) == b"after"
+        await storage.put_bytes(key, LARGE)
+        assert await storage.get_bytes(key) == LARGE
+
+
+async def test_storage_stalled_uploads_do_not_starve_other_calls(
+    s3_server: S3Server, start_storage: StartStorage, bucket: str
+) -> None:
+    # More stalled large puts than the service has I/O threads: each holds a
+    # transfer thread, and stats and small objects must still be served.
+    process = start_storage(s3_server, bucket, env={"MUTATE_STORAGE_IO_THREADS": "2"})
+    assert process.health_address is not None
+    small = keys.output_key("org_1", "job_1", "small.csv")
+    release = asyncio.Event()
+
+    async def stalled_stream() -> AsyncIterator[bytes]:
+        yield LARGE[:MIB]
+        await release.wait()
+
+    async with StorageClient(process.health_address, timeout=5) as storage:
+        stalled = [
+            asyncio.ensure_future(
+                storage.put_stream(
+                    keys.output_key("org_1", "job_1", f"stalled-{i}.bin"),
+                    stalled_stream(),
+                    size=len(LARGE),
+                    sha256=hashlib.sha256(LARGE).hexdigest(),
+                )
+            )
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.5)
+        try:
+            await storage.put_bytes(small, b"a,b\n")
+            assert await storage.get_bytes(small) == b"a,b\n"
+            assert (await storage.stat(small)).size == 4
+        finally:
+            for call in stalled:
+                call.cancel()
+            await asyncio.gather(*stalled, return_exceptions=True)
 
 
 async def test_storage_wrong_secret_names_the_setting(

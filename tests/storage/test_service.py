@@ -35,7 +35,8 @@ ODD_NAMES = [
 ]
 
 
-def _vm_kib(pid: int, field: str) -> int:
+def _proc_status(pid: int, field: str) -> int:
+    """A number from /proc/PID/status (VmRSS, VmHWM in KiB; Threads)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
@@ -89,7 +90,7 @@ async def test_storage_50mb_round_trip_keeps_memory_flat(
     total = 50 * MIB
     # Warm up (thread pool, connection pool, allocator), then measure.
     await storage.put_bytes(keys.output_key("org_1", "w", "w.bin"), b"w" * MIB)
-    rss_before = _vm_kib(storage_process.pid, "VmRSS")
+    rss_before = _proc_status(storage_process.pid, "VmRSS")
 
     sent = hashlib.sha256()
 
@@ -104,7 +105,7 @@ async def test_storage_50mb_round_trip_keeps_memory_flat(
     async for chunk in storage.get_stream(key):
         got.update(chunk)
         size += len(chunk)
-    peak = _vm_kib(storage_process.pid, "VmHWM")
+    peak = _proc_status(storage_process.pid, "VmHWM")
 
     assert info.size == size == total
     assert info.sha256 == got.hexdigest() == sent.hexdigest()
@@ -114,18 +115,44 @@ async def test_storage_50mb_round_trip_keeps_memory_flat(
     assert growth_mib < 40, f"storage RSS grew {growth_mib:.1f} MiB for 50 MiB"
 
 
+@pytest.mark.parametrize("size", [8, 3 * MIB + 5], ids=["one-chunk", "pumped"])
 async def test_storage_get_detects_corruption(
-    storage: StorageClient, s3_client: Any, bucket: str
+    storage: StorageClient, s3_client: Any, bucket: str, size: int
 ) -> None:
     key = keys.output_key("org_1", "job_1", "out.csv")
-    info = await storage.put_bytes(key, b"a,b\n1,2\n", "text/csv")
-    # Same size and recorded hash, different bytes: as if the disk rotted.
+    data = os.urandom(size)
+    info = await storage.put_bytes(key, data, "text/csv")
+    # Same size and recorded hash, last byte flipped: as if the disk rotted.
+    rotten = data[:-1] + bytes([data[-1] ^ 1])
     s3_client.put_object(
-        bucket, key, io.BytesIO(b"a,b\n1,3\n"), 8, metadata={"sha256": info.sha256}
+        bucket, key, io.BytesIO(rotten), size, metadata={"sha256": info.sha256}
     )
 
     with pytest.raises(errors.DataLoss):
         await storage.get_bytes(key)
+
+
+async def test_storage_gets_abandoned_midway_leave_nothing_behind(
+    storage: StorageClient, storage_process: ServiceProcess
+) -> None:
+    assert storage_process.pid is not None
+    key = keys.output_key("org_1", "job_1", "big.bin")
+    # Large enough that flow control stops the sender long before the end.
+    data = os.urandom(32 * MIB)
+    await storage.put_bytes(key, data)
+    assert await storage.get_bytes(key) == data
+    threads_before = _proc_status(storage_process.pid, "Threads")
+
+    for _ in range(20):
+        async for _chunk in storage.get_stream(key):
+            break
+
+    # Every abandoned read stopped and gave its thread and connection back:
+    # a full read still works and the pool did not grow past its steady size.
+    assert await storage.get_bytes(key) == data
+    await asyncio.sleep(0.5)
+    # A leaked reader would hold its pool thread for good (20 of them).
+    assert _proc_status(storage_process.pid, "Threads") <= threads_before + 10
 
 
 async def test_storage_missing_object_is_not_found(storage: StorageClient) -> None:

@@ -24,7 +24,6 @@ from mutate.common import errors, keys
 from mutate.common.storage_client import GET_CHUNKS, PUT_CHUNKS
 from mutate.common.telemetry import NOOP_METRICS, Metrics
 from mutate.storage._store import (
-    CONTENT_MISMATCH,
     TOO_LARGE,
     Presigned,
     S3Store,
@@ -110,7 +109,31 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
                 "the first message of PutObject must carry the header",
                 field_violations=[("header", "missing")],
             )
-        header = first.header
+        try:
+            info = await self._put(first.header, request_iterator)
+        except errors.MutateError:
+            # Ending the call while the client still writes makes its
+            # grpc.aio report INTERNAL instead of our status (so it would not
+            # retry an Unavailable); read and drop the rest so the status
+            # arrives as sent.
+            # TODO: a client streaming without end is only stopped by its own
+            # deadline; a byte cap on draining would need a stream reset.
+            async for _ in request_iterator:
+                pass
+            raise
+        _describe_span(info.key, info.size)
+        self._metrics.storage_transfer(direction="in", size=info.size)
+        logger.info(
+            "object stored",
+            extra={"key": info.key, "size": info.size, "sha256": info.sha256},
+        )
+        return object_info(info)
+
+    async def _put(
+        self,
+        header: storage_pb2.PutObjectHeader,
+        request_iterator: AsyncIterator[storage_pb2.PutObjectRequest | memoryview],
+    ) -> StoredObject:
         key = keys.parse_key(header.key)
         limit = self._max_object_bytes
         if header.max_bytes > 0:
@@ -120,33 +143,21 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
                 "size must not be negative",
                 field_violations=[("header.size", "must be ≥ 0 (0: unknown)")],
             )
-        try:
-            info = await self._store.put(
-                str(key),
-                _chunks(request_iterator),
-                content_type=_content_type(header.content_type),
-                metadata=check_metadata(header.metadata),
-                max_bytes=limit,
-                declared_size=header.size,
-                declared_sha256=_declared_sha256(header.sha256),
-            )
-        except errors.InvalidArgument as exc:
-            if exc.reason in (TOO_LARGE, CONTENT_MISMATCH):
-                # Ending the call while the client still writes makes its
-                # grpc.aio report INTERNAL instead of our status; read (and
-                # drop) the rest so the refusal arrives as sent.
-                # TODO: a client streaming without end is only stopped by its
-                # own deadline; a byte cap on draining would need a reset.
-                async for _ in request_iterator:
-                    pass
-            raise
-        _describe_span(info.key, info.size)
-        self._metrics.storage_transfer(direction="in", size=info.size)
-        logger.info(
-            "object stored",
-            extra={"key": info.key, "size": info.size, "sha256": info.sha256},
+        # TODO: grpc.aio ends the request iterator normally when the client
+        # cancels, like a half-close: a stream without a declared size that
+        # is cancelled midway can be stored as the prefix that arrived.
+        # StorageClient callers declare the size whenever they know it (a
+        # short stream is then refused); an explicit end-of-stream message
+        # in the protocol would close the gap for the rest.
+        return await self._store.put(
+            str(key),
+            _chunks(request_iterator),
+            content_type=_content_type(header.content_type),
+            metadata=check_metadata(header.metadata),
+            max_bytes=limit,
+            declared_size=header.size,
+            declared_sha256=_declared_sha256(header.sha256),
         )
-        return object_info(info)
 
     # Chunks leave as encoded frames (bytes), which the generated base
     # class's signature does not know.

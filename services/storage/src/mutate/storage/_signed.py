@@ -31,7 +31,12 @@ class StreamingPut:
     """Streamed PUTs of a known length to one endpoint, over a shared pool."""
 
     def __init__(
-        self, endpoint: Endpoint, config: ProviderConfig, http: urllib3.PoolManager
+        self,
+        endpoint: Endpoint,
+        config: ProviderConfig,
+        http: urllib3.PoolManager,
+        *,
+        retries: urllib3.Retry,
     ) -> None:
         self._base = BaseURL(endpoint.url, config.region)
         if config.addressing_style == "virtual":
@@ -41,6 +46,7 @@ class StreamingPut:
         self._region = self._base.region or config.region
         self._credentials = Credentials(config.access_key, config.secret_key)
         self._http = http
+        self._retries = retries
 
     def put(
         self,
@@ -53,8 +59,9 @@ class StreamingPut:
     ) -> str:
         """PUT `length` bytes from `body`; returns the ETag.
 
-        Never retried here: the body is a one-time stream, so the caller
-        (who still holds the bytes) retries the whole put on Unavailable.
+        Retried only as `retries` allows, which must not cover failures
+        after the body started (it is a one-time stream): the caller, who
+        still holds the bytes, retries the whole put on Unavailable.
         An exception raised by `body` closes the connection with the body
         short of its Content-Length, which the store discards.
 
@@ -88,7 +95,7 @@ class StreamingPut:
             urllib.parse.urlunsplit(url),
             body=body,
             headers={name: str(value) for name, value in signed.items()},
-            retries=False,
+            retries=self._retries,
             redirect=False,
             preload_content=True,
         )

@@ -73,6 +73,9 @@ CONTENT_MISMATCH = "CONTENT_MISMATCH"
 # Parts in flight at once for a stream with a declared hash: receiving the
 # next part overlaps sending the last. Memory is (this + 1) parts per put.
 _PARALLEL_PARTS = 2
+# Chunks a get reads (and hashes) ahead of its caller; memory per large get
+# is this many chunks.
+_READ_AHEAD = 3
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchObject", "NoSuchVersion", "ResourceNotFound"}
 _RETRYABLE = {
@@ -183,12 +186,12 @@ def _from_headers(key: str, headers: Any) -> StoredObject:
 
 
 class ObjectReader:
-    """An open GET: its info, then chunks read and hashed in the thread pool.
+    """An open GET: its info, then chunks read and hashed off the event loop.
 
     A small object (one chunk) is read, hashed and released in the same
-    thread call as the GET. A larger one streams: the next chunk is read
-    while the last is hashed (in another pool thread) and sent to the
-    caller, and the first read starts before the info goes out.
+    thread call as the GET. A larger one is pumped by one pool thread that
+    reads and hashes up to `_READ_AHEAD` chunks ahead of the caller, so the
+    event loop only sends; the pump starts before the info goes out.
     """
 
     def __init__(
@@ -202,7 +205,10 @@ class ObjectReader:
         self._taken = 0
         self._first = b""
         self._first_was_all = False
-        self._reading: asyncio.Future[bytes] | None = None
+        self._pumped: asyncio.Queue[bytes | BaseException] | None = None
+        self._pump: asyncio.Future[None] | None = None
+        self._room = threading.Semaphore(_READ_AHEAD)
+        self._stopped = False
         # A read still running in a thread must end before the response is
         # released from another one.
         self._lock = threading.Lock()
@@ -215,66 +221,84 @@ class ObjectReader:
             self._taken += len(data)
         return data
 
-    def _hash(self, data: bytes) -> None:
-        # hashlib drops the GIL on large buffers: this runs beside the loop
-        # and beside the next read.
-        self._hasher.update(data)
-
     def read_first(self) -> None:
         """In a pool thread: a small object whole (read, hashed, released)."""
         if self.info.size > self._chunk:
             return
         self._first = self._read()
-        self._hash(self._first)
+        self._hasher.update(self._first)
         if self._taken >= self.info.size:
             self._first_was_all = True
             self.release()
 
     def start(self) -> None:
-        """On the loop: begin reading a larger object at once."""
-        if not self._first_was_all and not self._first and self._reading is None:
-            self._reading = self._read_ahead()
+        """On the loop: start pumping a larger object."""
+        if self._first_was_all or self._pump is not None:
+            return
+        loop = asyncio.get_running_loop()
+        pumped: asyncio.Queue[bytes | BaseException] = asyncio.Queue()
+        self._pumped = pumped
+        self._pump = asyncio.ensure_future(
+            self._store.run_transfer(self._run_pump, loop, pumped)
+        )
+
+    def _run_pump(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pumped: asyncio.Queue[bytes | BaseException],
+    ) -> None:
+        """In a pool thread: read and hash until the end or `stop()`."""
+        data = self._first
+        while True:
+            if not data:
+                self._room.acquire()
+                if self._stopped:
+                    return
+                try:
+                    with self._store.translated():
+                        data = self._read()
+                except BaseException as exc:
+                    loop.call_soon_threadsafe(pumped.put_nowait, exc)
+                    return
+                # hashlib drops the GIL on large buffers: the loop sends
+                # the last chunk meanwhile.
+                self._hasher.update(data)
+            loop.call_soon_threadsafe(pumped.put_nowait, data)
+            if not data:
+                return
+            data = b""
+
+    def stop(self) -> None:
+        """Let the pump end at its next chunk (the caller stopped reading)."""
+        self._stopped = True
+        self._room.release()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The content; DataLoss when size or SHA-256 differ from the record."""
         size = 0
-        reading, self._reading = self._reading, None
-        hashing: asyncio.Future[None] | None = None
-        data = self._first
-        if not self._first_was_all and not data:
-            data = await (reading or self._read_ahead())
-            reading = None
+        if self._first_was_all:
+            size = len(self._first)
+            if self._first:
+                yield self._first
+            self._verify(size, self._hasher.hexdigest())
+            return
+        self.start()
+        assert self._pumped is not None
         try:
-            while data:
-                size += len(data)
+            while True:
+                item = await self._pumped.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if not item:
+                    break
+                size += len(item)
                 if size > self.info.size:
                     break
-                if not self._first_was_all:
-                    reading = self._read_ahead()
-                    if data is not self._first:
-                        if hashing is not None:
-                            await hashing
-                        hashing = self._hash_ahead(data)
-                yield data
-                if reading is None:
-                    break
-                data = await reading
-                reading = None
-            if hashing is not None:
-                await hashing
-                hashing = None
+                self._room.release()
+                yield item
         finally:
-            # Abandoned by the caller: nobody will await these.
-            for future in (reading, hashing):
-                if future is not None:
-                    future.add_done_callback(_retrieve)
+            self.stop()
         self._verify(size, self._hasher.hexdigest())
-
-    def _read_ahead(self) -> asyncio.Future[bytes]:
-        return asyncio.ensure_future(self._store.run(self._read))
-
-    def _hash_ahead(self, data: bytes) -> asyncio.Future[None]:
-        return asyncio.ensure_future(self._store.run(self._hash, data))
 
     def _verify(self, size: int, digest: str) -> None:
         if size != self.info.size:
@@ -293,9 +317,10 @@ class ObjectReader:
             )
 
     async def close(self) -> None:
-        if self._reading is not None:
-            self._reading.add_done_callback(_retrieve)
-            self._reading = None
+        if self._pump is not None:
+            self.stop()
+            # The connection is released below once a read in flight ends.
+            self._pump.add_done_callback(_retrieve)
         if self._response is not None:
             await self._store.run(self.release)
 
@@ -394,6 +419,12 @@ class S3Store:
         self._executor = ThreadPoolExecutor(
             max_workers=options.io_threads, thread_name_prefix="s3"
         )
+        # Streaming puts and gets hold a thread for as long as their caller
+        # streams; their own pool keeps stalled callers from starving stats,
+        # deletes and small objects.
+        self._transfers = ThreadPoolExecutor(
+            max_workers=options.io_threads, thread_name_prefix="s3-transfer"
+        )
         retry = urllib3.Retry(
             total=options.retries,
             backoff_factor=options.retry_backoff,
@@ -403,25 +434,50 @@ class S3Store:
             timeout=urllib3.Timeout(
                 connect=options.connect_timeout, read=options.read_timeout
             ),
-            maxsize=options.io_threads,
+            maxsize=2 * options.io_threads,
             retries=retry,
         )
         self._client = _minio(config.endpoint, config, self._http)
-        self._streaming = StreamingPut(config.endpoint, config, self._http)
+        # A one-time body can only be sent again when it never left: only
+        # failures to connect are retried.
+        connect_only = urllib3.Retry(
+            total=options.retries,
+            connect=options.retries,
+            read=0,
+            redirect=0,
+            status=0,
+            other=0,
+            backoff_factor=options.retry_backoff,
+        )
+        self._streaming = StreamingPut(
+            config.endpoint, config, self._http, retries=connect_only
+        )
         # Only signs URLs; never opens a connection.
         self._signer = _minio(config.public_endpoint, config, None)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._transfers.shutdown(wait=False, cancel_futures=True)
         self._http.clear()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking call in the pool, its errors translated."""
+        return await self._run_in(self._executor, fn, *args, **kwargs)
+
+    async def run_transfer(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a call that streams for as long as its caller does."""
+        return await self._run_in(self._transfers, fn, *args)
+
+    async def _run_in(
+        self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
         loop = asyncio.get_running_loop()
         with self._translate():
-            return await loop.run_in_executor(
-                self._executor, lambda: fn(*args, **kwargs)
-            )
+            return await loop.run_in_executor(pool, lambda: fn(*args, **kwargs))
+
+    def translated(self) -> contextlib.AbstractContextManager[None]:
+        """Errors inside become domain errors (for code already in a thread)."""
+        return self._translate()
 
     @contextlib.contextmanager
     def _translate(self) -> Iterator[None]:
@@ -666,7 +722,7 @@ class S3Store:
             on_end=counter.check_complete,
         )
         upload = asyncio.ensure_future(
-            self.run(
+            self.run_transfer(
                 self._upload_from_pipe,
                 key,
                 pipe,
@@ -705,7 +761,9 @@ class S3Store:
             "Content-Type": content_type,
         }
         upload = asyncio.ensure_future(
-            self.run(self._stream_from_pipe, key, pipe, counter.declared_size, headers)
+            self.run_transfer(
+                self._stream_from_pipe, key, pipe, counter.declared_size, headers
+            )
         )
         etag = await _feed(pipe, upload, [], chunks, counter)
         return counter.stored(etag, content_type, metadata)

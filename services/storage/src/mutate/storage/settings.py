@@ -185,7 +185,8 @@ class StorageSettings(CommonSettings):
     io_threads: int = setting(
         "MUTATE_STORAGE_IO_THREADS",
         32,
-        help="Threads running blocking S3 calls (each streaming put holds one).",
+        help="Threads running blocking S3 calls, and as many again for "
+        "streaming transfers (each large put or get holds one while it streams).",
     )
     connect_timeout: float = setting(
         "MUTATE_STORAGE_CONNECT_TIMEOUT_MS",

@@ -3,11 +3,16 @@
 A thin layer over `mutate.common.storage_client.StorageClient`, which
 translates every failed call into the `mutate.common.errors` tree (the worker
 and the gRPC service translate from there). Outputs are written by the engine
-to a local file and streamed from it, so no output is held in memory whole.
+to a local file and streamed from it, so no output is held in memory whole;
+its size and SHA-256 go first, so storage streams it straight to the store
+and refuses (stores nothing of) a stream that breaks off early.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -18,6 +23,8 @@ Storage = StorageClient
 
 # The output's name when the input's has nothing usable.
 DEFAULT_STEM = "output"
+# Files up to this size are hashed on the loop; larger ones in a thread.
+_HASH_INLINE_BYTES = 256 * 1024
 
 
 def output_key_for(
@@ -54,12 +61,24 @@ async def put_file(
     metadata: Mapping[str, str] | None = None,
 ) -> ObjectInfo:
     """Stream a local file to `key`, replacing what is there."""
+    if path.stat().st_size > _HASH_INLINE_BYTES:
+        size, sha256 = await asyncio.to_thread(_size_and_sha256, path)
+    else:
+        size, sha256 = _size_and_sha256(path)
     return await storage.put_stream(
         key,
         file_chunks(path),
         content_type or "application/octet-stream",
         metadata=metadata,
+        size=size,
+        sha256=sha256,
     )
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    with open(path, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        return size, hashlib.file_digest(source, "sha256").hexdigest()
 
 
 __all__ = ["Storage", "file_chunks", "output_key_for", "put_file"]
