@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import io
@@ -262,6 +263,30 @@ async def test_storage_speaks_plain_protobuf_to_generated_stubs(
     assert replies[0].WhichOneof("part") == "info"
     assert replies[0].info.size == len(data)
     assert b"".join(r.chunk for r in replies[1:]) == data
+
+
+async def test_storage_a_stream_without_its_header_first_is_refused_as_such(
+    storage_process: ServiceProcess, s3_client: Any, bucket: str
+) -> None:
+    # Refused on the first message while the client still writes 12 MiB:
+    # the status must arrive as INVALID_ARGUMENT, never as INTERNAL.
+    assert storage_process.health_address is not None
+    chunk = os.urandom(MIB)
+    async with grpc.aio.insecure_channel(storage_process.health_address) as channel:
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+        for first in (b"", chunk):
+            for _ in range(5):
+                call = stub.PutObject()
+                with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                    await call.write(storage_pb2.PutObjectRequest(chunk=first))
+                    for _ in range(12):
+                        await call.write(storage_pb2.PutObjectRequest(chunk=chunk))
+                    await call.done_writing()
+                with pytest.raises(grpc.RpcError) as refused:
+                    await call
+                assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+                assert "header" in (refused.value.details() or "")
+    assert list(s3_client.list_objects(bucket, recursive=True)) == []
 
 
 @pytest.mark.parametrize(

@@ -99,17 +99,17 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         request_iterator: AsyncIterator[storage_pb2.PutObjectRequest | memoryview],
         context: grpc.aio.ServicerContext,
     ) -> storage_pb2.ObjectInfo:
-        first = await anext(request_iterator, None)
-        if (
-            first is None
-            or isinstance(first, memoryview)
-            or first.WhichOneof("part") != "header"
-        ):
-            raise errors.InvalidArgument(
-                "the first message of PutObject must carry the header",
-                field_violations=[("header", "missing")],
-            )
         try:
+            first = await anext(request_iterator, None)
+            if (
+                first is None
+                or isinstance(first, memoryview)
+                or first.WhichOneof("part") != "header"
+            ):
+                raise errors.InvalidArgument(
+                    "the first message of PutObject must carry the header",
+                    field_violations=[("header", "missing")],
+                )
             info = await self._put(first.header, request_iterator)
         except errors.MutateError:
             # Ending the call while the client still writes makes its

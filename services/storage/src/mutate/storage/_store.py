@@ -422,6 +422,9 @@ class S3Store:
         # Streaming puts and gets hold a thread for as long as their caller
         # streams; their own pool keeps stalled callers from starving stats,
         # deletes and small objects.
+        # TODO: a stalled caller keeps its thread until its own deadline, so
+        # io_threads stalled callers make further large puts and gets wait;
+        # an idle timeout on streams would free them sooner.
         self._transfers = ThreadPoolExecutor(
             max_workers=options.io_threads, thread_name_prefix="s3-transfer"
         )
