@@ -36,6 +36,16 @@ def test_moves_forward_orders_by_attempt_then_event() -> None:
     assert not moves_forward(**terminal, event=event(Event.PROGRESS, percent=99))
 
 
+async def _create_job(tenant: Tenant) -> job_pb2.Job:
+    """A small job (converted at once, so already COMPLETED)."""
+    configuration = await tenant.configuration()
+    job: job_pb2.Job = await tenant.jobs.CreateJob(
+        pb.CreateJobRequest(configuration_id=configuration.id, file_content=CSV),
+        metadata=tenant.metadata,
+    )
+    return job
+
+
 async def _publish(js: Any, job: job_pb2.Job, tenant: Tenant, **fields: Any) -> None:
     event = Event(job_id=job.id, organization_id=tenant.organization_id, **fields)
     await messaging.publish_event(js, event)
@@ -44,13 +54,9 @@ async def _publish(js: Any, job: job_pb2.Job, tenant: Tenant, **fields: Any) -> 
 async def test_events_out_of_order_never_move_a_job_backwards(
     tenant: Tenant, js: Any
 ) -> None:
-    configuration = await tenant.configuration()
     # A job the workers finish; then attempt 1's events arrive again, late
     # and out of order, and must change nothing.
-    job = await tenant.jobs.CreateJob(
-        pb.CreateJobRequest(configuration_id=configuration.id, file_content=CSV),
-        metadata=tenant.metadata,
-    )
+    job = await _create_job(tenant)
     assert job.status == Job.COMPLETED
     await _publish(js, job, tenant, type=Event.PROGRESS, attempt=1, progress_percent=10)
     await _publish(js, job, tenant, type=Event.STARTED, attempt=1, worker_id="late")
@@ -100,11 +106,7 @@ async def test_events_out_of_order_never_move_a_job_backwards(
 
 
 async def test_progress_only_grows(tenant: Tenant, js: Any) -> None:
-    configuration = await tenant.configuration()
-    job = await tenant.jobs.CreateJob(
-        pb.CreateJobRequest(configuration_id=configuration.id, file_content=CSV),
-        metadata=tenant.metadata,
-    )
+    job = await _create_job(tenant)
     await _publish(js, job, tenant, type=Event.STARTED, attempt=5)
     await _publish(js, job, tenant, type=Event.PROGRESS, attempt=5, progress_percent=70)
     await _publish(js, job, tenant, type=Event.PROGRESS, attempt=5, progress_percent=30)
@@ -128,11 +130,7 @@ async def test_progress_only_grows(tenant: Tenant, js: Any) -> None:
 async def test_a_batch_of_events_applies_in_one_commit_or_not_at_all(
     tenant: Tenant, gateway_db: Database
 ) -> None:
-    configuration = await tenant.configuration()
-    job = await tenant.jobs.CreateJob(
-        pb.CreateJobRequest(configuration_id=configuration.id, file_content=CSV),
-        metadata=tenant.metadata,
-    )
+    job = await _create_job(tenant)
     assert job.status == Job.COMPLETED
 
     def event(kind: int, attempt: int, **fields: Any) -> Any:

@@ -11,10 +11,14 @@ services' way: a `TracedChannel`, no interceptor path).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
 
 from mutate.common import errors
 from mutate.common.storage_client import StorageClient
@@ -94,13 +98,8 @@ async def storage(channel: grpc.aio.Channel) -> AsyncIterator[StorageClient]:
 async def test_put_stream_is_traced_and_finishes(storage: StorageClient) -> None:
     with capture_spans() as exporter:
         info = await storage.put_bytes("input/org/job/data.csv", b"0123456789")
-        spans = exporter.get_finished_spans()
         # The client span ends from the call's done callback, a moment later.
-        for _ in range(100):
-            if len(spans) >= 2:
-                break
-            await _pause()
-            spans = exporter.get_finished_spans()
+        spans = await _finished_spans(exporter, lambda spans: len(spans) >= 2)
 
     assert info.size == 10
     client = [s for s in spans if s.kind.name == "CLIENT"]
@@ -117,11 +116,9 @@ async def test_refused_put_stream_marks_the_client_span(
     with capture_spans() as exporter:
         with pytest.raises(errors.InvalidArgument):
             await storage.put_bytes("input/org/job/refused", b"0123456789")
-        for _ in range(100):
-            if any(s.kind.name == "CLIENT" for s in exporter.get_finished_spans()):
-                break
-            await _pause()
-        spans = exporter.get_finished_spans()
+        spans = await _finished_spans(
+            exporter, lambda spans: any(s.kind.name == "CLIENT" for s in spans)
+        )
 
     client = [s for s in spans if s.kind.name == "CLIENT"]
     assert client and client[0].status.status_code.name == "ERROR"
@@ -137,11 +134,7 @@ async def test_unary_call_is_traced_and_keeps_caller_metadata(
             metadata=(("x-caller", "me"),),
             timeout=5,
         )
-        for _ in range(100):
-            if len(exporter.get_finished_spans()) >= 2:
-                break
-            await _pause()
-        spans = exporter.get_finished_spans()
+        spans = await _finished_spans(exporter, lambda spans: len(spans) >= 2)
 
     assert info.key == "k"
     client = [s for s in spans if s.kind.name == "CLIENT"]
@@ -157,5 +150,13 @@ async def test_unary_call_is_traced_and_keeps_caller_metadata(
     )
 
 
-async def _pause() -> None:
-    await asyncio.sleep(0.01)
+async def _finished_spans(
+    exporter: InMemorySpanExporter, enough: Callable[[Sequence[ReadableSpan]], bool]
+) -> Sequence[ReadableSpan]:
+    """The finished spans once `enough` holds for them (or after ~1 s)."""
+    for _ in range(100):
+        spans = exporter.get_finished_spans()
+        if enough(spans):
+            return spans
+        await asyncio.sleep(0.01)
+    return exporter.get_finished_spans()

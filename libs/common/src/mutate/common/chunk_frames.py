@@ -23,18 +23,11 @@ from typing import Generic, TypeVar
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from mutate.common.protowire import varint
+
 M = TypeVar("M", bound=Message)
 
 _LENGTH_DELIMITED = 2
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 class ChunkFrames(Generic[M]):
@@ -45,11 +38,11 @@ class ChunkFrames(Generic[M]):
         if descriptor.type != FieldDescriptor.TYPE_BYTES:
             raise TypeError(f"{message_type.__name__}.{field} is not a bytes field")
         self._message_type = message_type
-        self._tag = _varint(descriptor.number << 3 | _LENGTH_DELIMITED)
+        self._tag = varint(descriptor.number << 3 | _LENGTH_DELIMITED)
 
     def frame(self, payload: bytes | memoryview) -> bytes:
         """The encoded message holding just `payload` (one copy)."""
-        return b"".join((self._tag, _varint(len(payload)), payload))
+        return b"".join((self._tag, varint(len(payload)), payload))
 
     def serialize(self, message: M | bytes) -> bytes:
         if isinstance(message, bytes):

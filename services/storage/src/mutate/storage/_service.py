@@ -354,8 +354,9 @@ def add_storage_service(servicer: StorageService, server: Any) -> None:
 class _RegisteredHandlers:
     """Stands in for a server to collect what generated code registers."""
 
-    service = ""
-    handlers: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, Any] = {}
 
     def add_generic_rpc_handlers(self, generic_handlers: Any) -> None:
         pass

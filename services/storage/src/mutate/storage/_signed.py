@@ -109,8 +109,3 @@ class StreamingPut:
             content_type,
             response.data.decode(errors="replace") if response.data else None,
         )
-
-
-def user_metadata_headers(metadata: Mapping[str, str]) -> dict[str, str]:
-    """`x-amz-meta-` headers for already-checked metadata."""
-    return {f"x-amz-meta-{name}": value for name, value in metadata.items()}

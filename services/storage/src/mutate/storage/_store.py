@@ -56,7 +56,7 @@ from minio.lifecycleconfig import (
 
 from mutate.common import errors
 from mutate.storage._pipe import ChunkPipe, PipeClosed
-from mutate.storage._signed import StreamingPut, user_metadata_headers
+from mutate.storage._signed import StreamingPut
 from mutate.storage.settings import Endpoint, ProviderConfig
 
 logger = logging.getLogger(__name__)
@@ -758,11 +758,9 @@ class S3Store:
             on_data=counter.hash,
             on_end=counter.check_complete,
         )
-        headers = {
-            **user_metadata_headers(metadata),
-            f"{_META_PREFIX}{SHA256_META}": counter.declared_sha256,
-            "Content-Type": content_type,
-        }
+        recorded = {**metadata, SHA256_META: counter.declared_sha256}
+        headers = {f"{_META_PREFIX}{name}": value for name, value in recorded.items()}
+        headers["Content-Type"] = content_type
         upload = asyncio.ensure_future(
             self.run_transfer(
                 self._stream_from_pipe, key, pipe, counter.declared_size, headers

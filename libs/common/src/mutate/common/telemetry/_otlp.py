@@ -23,10 +23,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
+from mutate.common.protowire import SMALL_VARINTS as _VARINTS
+from mutate.common.protowire import varint as _varint
+
 logger = logging.getLogger(__name__)
 
-_U64 = (1 << 64) - 1
-_VARINTS = [bytes([n]) for n in range(128)]
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _DOUBLE = struct.Struct("<d").pack
@@ -42,19 +43,6 @@ _ATTRIBUTE_CACHE_SIZE = 4096
 _CACHED_VALUE_LENGTH = 2048
 # Resources and scopes by identity: the SDK keeps one of each per tracer.
 _OBJECT_CACHE_SIZE = 256
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        if value >= 0:
-            return _VARINTS[value]
-        value &= _U64
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _len_field(tag: bytes, payload: bytes) -> bytes:
