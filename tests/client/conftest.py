@@ -130,14 +130,10 @@ class Cli:
     def __call__(
         self, *args: str, api_key: str | None = None, timeout: float = 60.0
     ) -> Result:
-        env = stk.clean_environment()
-        env["MUTATE_ADDRESS"] = self.address
-        env["MUTATE_API_KEY"] = self.api_key if api_key is None else api_key
-        env["MUTATE_RETRY_BACKOFF_MS"] = "50"
         completed = subprocess.run(
             [*mutate_command(), *args],
             cwd=self.cwd,
-            env=env,
+            env=self._env(api_key),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -145,6 +141,24 @@ class Cli:
             check=False,
         )
         return Result(completed.returncode, completed.stdout, completed.stderr)
+
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        """The command running, its stdout and stderr pipes to the caller."""
+        return subprocess.Popen(
+            [*mutate_command(), *args],
+            cwd=self.cwd,
+            env=self._env(None),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def _env(self, api_key: str | None) -> dict[str, str]:
+        env = stk.clean_environment()
+        env["MUTATE_ADDRESS"] = self.address
+        env["MUTATE_API_KEY"] = self.api_key if api_key is None else api_key
+        env["MUTATE_RETRY_BACKOFF_MS"] = "50"
+        return env
 
 
 def mutate_command() -> Sequence[str]:

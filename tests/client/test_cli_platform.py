@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import json_format
 
 from mutate.client import MutateClient, WaitTimeout
+from mutate.client.cli import ExitCode
 from mutate.v1 import configuration_pb2, job_pb2
 
 from .conftest import EXAMPLES, SYNC_MAX_BYTES, Cli, Platform, corpus_file
@@ -228,6 +229,13 @@ def test_jobs_get_list_download_deliveries(
     piped = cli("jobs", "download", job_id, "--output", "-")
     assert piped.code == 0
     assert piped.stdout.encode() == expected_output(KANSAS, source)
+
+    # `mutate jobs download ID -o - | head`: the reader leaves early.
+    closed_early = cli.popen("jobs", "download", job_id, "--output", "-")
+    assert closed_early.stdout is not None and closed_early.stderr is not None
+    closed_early.stdout.close()
+    assert closed_early.wait(timeout=60) == ExitCode.OUTPUT_CLOSED
+    assert b"Traceback" not in closed_early.stderr.read()
 
     url = cli("jobs", "download", job_id, "--url-only")
     assert url.code == 0 and url.stdout.startswith("http")

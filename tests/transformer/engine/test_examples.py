@@ -54,6 +54,21 @@ def test_example_configuration_runs(name: str) -> None:
         assert len(records) == rows and all(len(r) == columns for r in records)
 
 
+def test_kansas_cleanup_drops_the_two_cost_columns() -> None:
+    """Its description says it drops the cost columns: those, not others."""
+    configuration = cfg.Configuration()
+    json_format.Parse(
+        (EXAMPLES / "kansas-csv-cleanup.json").read_text(encoding="utf-8"),
+        configuration,
+    )
+    data = (corpus_dir() / "files" / "csvkit_ks_1033_data.csv").read_bytes()
+    output = io.BytesIO()
+    convert(data, "csvkit_ks_1033_data.csv", configuration, output)
+    header = output.getvalue().decode("utf-8-sig").splitlines()[0].split(";")
+    assert "acquisition_cost" not in header and "total_cost" not in header
+    assert "ship_date" in header
+
+
 def test_merged_schedule_does_what_it_says() -> None:
     """Each rule of the Quickstart's example does the work its description
     claims, and the CSV is the clean 7-column table."""

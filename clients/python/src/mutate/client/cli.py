@@ -42,6 +42,9 @@ class ExitCode(enum.IntEnum):
     UNAVAILABLE = 6
     WAIT_TIMEOUT = 7
     INTERRUPTED = 130
+    # Standard output was closed early (`mutate … | head`), as a shell
+    # reports a process ended by SIGPIPE.
+    OUTPUT_CLOSED = 141
 
 
 EXIT_CODE_HELP = {
@@ -58,6 +61,7 @@ EXIT_CODE_HELP = {
     "after the retries (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED)",
     ExitCode.WAIT_TIMEOUT: "--wait-timeout passed; the job is still running",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitCode.OUTPUT_CLOSED: "standard output was closed early (e.g. | head)",
 }
 
 
@@ -393,6 +397,13 @@ def main(
     except KeyboardInterrupt:
         err.write("\ninterrupted\n")
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # Nothing is left to tell the reader; point stdout at /dev/null so
+        # the interpreter's final flush does not fail a second time.
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return ExitCode.OUTPUT_CLOSED
     except WaitTimeout as exc:
         return _fail(args, err, ExitCode.WAIT_TIMEOUT, exc)
     except ClientError as exc:
