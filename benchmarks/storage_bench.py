@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +48,16 @@ async def _service_round(storage: StorageClient, key: str, data: bytes) -> None:
     assert len(got) == len(data)
 
 
-def _timed(rounds: int, run: Callable[[int], None]) -> list[float]:
-    times = []
-    for i in range(rounds):
-        started = time.perf_counter()
-        run(i)
-        times.append(time.perf_counter() - started)
-    return times
+async def _timed_direct(client: Any, key: str, data: bytes) -> float:
+    started = time.perf_counter()
+    _direct_round(client, key, data)
+    return time.perf_counter() - started
 
 
-async def _atimed(rounds: int, run: Callable[[int], Any]) -> list[float]:
-    times = []
-    for i in range(rounds):
-        started = time.perf_counter()
-        await run(i)
-        times.append(time.perf_counter() - started)
-    return times
+async def _timed_service(storage: StorageClient, key: str, data: bytes) -> float:
+    started = time.perf_counter()
+    await _service_round(storage, key, data)
+    return time.perf_counter() - started
 
 
 async def bench_size(
@@ -76,20 +69,18 @@ async def bench_size(
     _direct_round(client, f"output/bench/warm/d{size}", data)
     direct: list[float] = []
     service: list[float] = []
-    # Interleave batches so drift in the store (compaction, page cache)
-    # hits both paths alike.
-    rounds = count // 2 or 1
-    for batch in range(2):
-        prefix = f"output/bench/b{batch}"
-
-        def direct_run(i: int, prefix: str = prefix) -> None:
-            _direct_round(client, f"{prefix}/d{size}-{i}", data)
-
-        async def service_run(i: int, prefix: str = prefix) -> None:
-            await _service_round(storage, f"{prefix}/s{size}-{i}", data)
-
-        direct += _timed(rounds, direct_run)
-        service += await _atimed(rounds, service_run)
+    # Alternate the two paths round by round, each going first every other
+    # round, so drift in the store (volume growth, flushes, page cache)
+    # and the cost of following the other path's round fall on both alike.
+    for i in range(count):
+        order = ("direct", "service") if i % 2 == 0 else ("service", "direct")
+        for path in order:
+            if path == "direct":
+                key = f"output/bench/rounds/d{size}-{i}"
+                direct.append(await _timed_direct(client, key, data))
+            else:
+                key = f"output/bench/rounds/s{size}-{i}"
+                service.append(await _timed_service(storage, key, data))
     direct_s = statistics.median(direct)
     service_s = statistics.median(service)
     return {
