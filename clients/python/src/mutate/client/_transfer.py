@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -77,11 +78,14 @@ def get_file(
     """Stream a presigned GET into `destination`; returns the byte count.
 
     Bytes go to a temporary file beside the destination, renamed over it once
-    complete: a failed download never leaves a truncated output behind.
+    complete: a failed download never leaves a truncated output behind. The
+    partial file is private (mkstemp's 0600); the finished one gets the mode
+    of any file the user creates, or keeps that of the file it replaces.
     """
     import httpx
 
     destination.parent.mkdir(parents=True, exist_ok=True)
+    final_mode = _output_mode(destination)
     handle, temporary = tempfile.mkstemp(
         prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
     )
@@ -102,9 +106,34 @@ def get_file(
                 done += len(chunk)
                 if on_progress is not None:
                     on_progress(done, expected)
+        os.chmod(temporary, final_mode)
         os.replace(temporary, destination)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
     return done
+
+
+def _output_mode(destination: Path) -> int:
+    """The mode `open(destination, "w")` would leave: the existing file's, else
+    0o666 less the umask."""
+    try:
+        return stat.S_IMODE(destination.stat().st_mode)
+    except OSError:  # no such file yet
+        return 0o666 & ~_process_umask()
+
+
+def _process_umask() -> int:
+    # Linux shows the umask without changing it; elsewhere it can only be read
+    # by setting it, which for a moment affects files other threads create.
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/self/status", encoding="ascii") as status,
+    ):
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
