@@ -82,7 +82,10 @@ def test_not_a_workbook_by_content() -> None:
 def test_workbook_named_csv(book: bytes) -> None:
     error = _error(book, "data.csv", {"conversionType": "CSV_TO_CSV"})
     assert error.code == "WRONG_FILE_TYPE"
-    assert "is a spreadsheet workbook, not a text file" in error.message
+    assert error.message == (
+        "data.csv looks like an XLSX workbook, not CSV text; "
+        "use an XLSX conversion type"
+    )
 
 
 def test_zip_that_is_not_a_workbook() -> None:
@@ -207,7 +210,7 @@ def test_binary_as_csv() -> None:
     error = _error(b"\x00\x01\x02binary", "x.csv")
     assert (error.code, error.message) == (
         "WRONG_FILE_TYPE",
-        "x.csv is a binary file, not CSV or JSON text",
+        "x.csv looks like binary data (it holds NUL bytes), not CSV text",
     )
 
 

@@ -27,16 +27,33 @@ _BOMS = (
 _DELIMITERS = ",;\t|"
 
 
-def decode_text(data: bytes, file_name: str, encoding: str = "") -> str:
-    """Decode a text file: the given encoding, else BOM, UTF-8, then cp1252."""
+# What non-text files start with, so that a PDF or a photo sent to a CSV
+# configuration is named as such instead of being read as one odd column.
+_SIGNATURES = (
+    (b"%PDF-", "a PDF"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\xd0\xcf\x11\xe0", "a legacy Office file (.xls or .doc)"),
+)
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+# Text in an 8-bit encoding or UTF-8 never holds NUL; binary data nearly always
+# does within its first few KB.
+_NUL_WINDOW = 8192
+
+
+def decode_text(
+    data: bytes, file_name: str, encoding: str = "", *, expected: str = "CSV"
+) -> str:
+    """Decode a text file: the given encoding, else BOM, UTF-8, then cp1252.
+
+    `expected` ("CSV", "JSON") names the format in the refusal of a binary file.
+    """
     if not data.strip():
         raise EngineError("EMPTY_FILE", f"{file_name} is empty")
-    if data.startswith(b"PK\x03\x04") or data.startswith(b"\xd0\xcf\x11\xe0"):
-        raise EngineError(
-            "WRONG_FILE_TYPE",
-            f"{file_name} is a spreadsheet workbook, not a text file; "
-            "use an XLSX conversion type",
-        )
+    bom_encoding = _bom_encoding(data)
+    _refuse_binary(data, file_name, expected, (encoding, bom_encoding))
     if encoding:
         try:
             return data.decode(encoding)
@@ -44,18 +61,13 @@ def decode_text(data: bytes, file_name: str, encoding: str = "") -> str:
             raise EngineError(
                 "ENCODING_ERROR", f"{file_name} is not valid {encoding} ({exc})"
             ) from exc
-    for bom, name in _BOMS:
-        if data.startswith(bom):
-            try:
-                return data.decode(name)
-            except UnicodeDecodeError as exc:
-                raise EngineError(
-                    "ENCODING_ERROR", f"{file_name} is not valid {name} ({exc})"
-                ) from exc
-    if b"\x00" in data[:8192]:
-        raise EngineError(
-            "WRONG_FILE_TYPE", f"{file_name} is a binary file, not CSV or JSON text"
-        )
+    if bom_encoding:
+        try:
+            return data.decode(bom_encoding)
+        except UnicodeDecodeError as exc:
+            raise EngineError(
+                "ENCODING_ERROR", f"{file_name} is not valid {bom_encoding} ({exc})"
+            ) from exc
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -65,6 +77,79 @@ def decode_text(data: bytes, file_name: str, encoding: str = "") -> str:
     except UnicodeDecodeError:
         # cp1252 leaves five bytes undefined; latin-1 maps every byte.
         return data.decode("latin-1")
+
+
+def _bom_encoding(data: bytes) -> str:
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name
+    return ""
+
+
+def _refuse_binary(
+    data: bytes, file_name: str, expected: str, encodings: tuple[str, str]
+) -> None:
+    """WRONG_FILE_TYPE for content that is plainly not text, told from its start.
+
+    `encodings` are the declared one and the BOM's; either being UTF-16 or UTF-32
+    makes NUL bytes ordinary text, as they were accepted before this check.
+    """
+    looks_like, hint = _binary_kind(data, expected, encodings)
+    if looks_like:
+        raise EngineError(
+            "WRONG_FILE_TYPE",
+            f"{file_name} looks like {looks_like}, not {expected} text{hint}",
+        )
+
+
+def _binary_kind(
+    data: bytes, expected: str, encodings: tuple[str, str]
+) -> tuple[str, str]:
+    """What the file seems to be and a hint, or ("", "") for text."""
+    for signature, looks_like in _SIGNATURES:
+        if data.startswith(signature):
+            return looks_like, ""
+    if data.startswith(_ZIP_SIGNATURES):
+        # The central directory at the end names every part of the archive.
+        if b"xl/workbook" in data:
+            return "an XLSX workbook", "; use an XLSX conversion type"
+        return "a ZIP archive", ""
+    if any(map(_is_wide, encodings)) or b"\x00" not in data[:_NUL_WINDOW]:
+        return "", ""
+    order = _bomless_utf16(data[:_NUL_WINDOW])
+    if order:
+        hint = (
+            f"; set readOptions.csvEncoding to utf-16-{order}"
+            if expected == "CSV"
+            else "; save it as UTF-8"
+        )
+        return "UTF-16 text without a byte-order mark", hint
+    return "binary data (it holds NUL bytes)", ""
+
+
+def _is_wide(encoding: str) -> bool:
+    """True for UTF-16 and UTF-32, where NUL bytes are part of ordinary text."""
+    try:
+        return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    except LookupError:
+        return False
+
+
+def _bomless_utf16(sample: bytes) -> str:
+    """The byte order ("le", "be") of mostly-Latin UTF-16 text, else "".
+
+    Such text has a NUL in nearly every high byte and none in the low ones.
+    """
+    sample = sample[: len(sample) // 2 * 2]
+    if not sample:
+        return ""
+    for order, low, high in (
+        ("le", sample[0::2], sample[1::2]),
+        ("be", sample[1::2], sample[0::2]),
+    ):
+        if low.count(0) == 0 and high.count(0) >= 0.9 * len(high):
+            return order
+    return ""
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -113,7 +198,7 @@ def read_csv(
 
 
 def read_json(data: bytes, file_name: str, limits: Limits) -> Table:
-    text = decode_text(data, file_name)
+    text = decode_text(data, file_name, expected="JSON")
     records = _records(text, file_name)
     header: dict[str, None] = {}
     cells = 0
