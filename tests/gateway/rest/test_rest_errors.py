@@ -110,6 +110,26 @@ def test_retry_after_only_on_429_and_503() -> None:
     assert "retry-after" not in error.headers
 
 
+@pytest.mark.parametrize(
+    ("code", "reason", "http"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, "FILE_TOO_LARGE", 413),
+        (grpc.StatusCode.INVALID_ARGUMENT, "EMPTY_FILE", 400),
+        (grpc.StatusCode.FAILED_PRECONDITION, "TOO_LARGE_FOR_SYNC", 400),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUEUE_FULL", 429),
+    ],
+)
+def test_only_an_input_over_the_limit_is_413(
+    code: grpc.StatusCode, reason: str, http: int
+) -> None:
+    trailers = _status_trailer(error_details_pb2.ErrorInfo(reason=reason))
+
+    error = from_rpc_error(_Failed(code, "no", trailers))
+
+    assert error.http_status == http
+    assert error.code == code.value[0]
+
+
 def test_garbage_details_trailer_keeps_the_error() -> None:
     trailers = (("grpc-status-details-bin", b"\xff\xff not a status"),)
 

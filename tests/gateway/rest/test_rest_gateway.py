@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..conftest import MAX_INPUT_BYTES
+
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow, pytest.mark.timeout(120)]
 
 CSV = b"name,amount\nalice,1\nbob,2\ncarol,3\n"
@@ -91,6 +93,76 @@ async def test_gateway_rest_bad_configuration_is_400_with_details(
     assert response.status_code == 400, response.text
     assert response.json()["code"] == 3
     assert response.json()["message"]
+
+
+async def test_gateway_rest_configuration_body_errors_name_the_field(
+    rest: httpx.AsyncClient,
+) -> None:
+    misspelled = await rest.post(
+        "/v1/configurations",
+        json={"name": "typo", "conversionTyp": "CSV_TO_CSV", "outputFormat": {}},
+    )
+    wrong_type = await rest.post(
+        "/v1/configurations", json={**CONFIGURATION, "name": 5}
+    )
+    created = await _configuration(rest)
+    nested = await rest.patch(
+        f"/v1/configurations/{created['id']}",
+        params={"updateMask": "outputFormat"},
+        json={"outputFormat": {"type": "CVS"}},
+    )
+
+    for response in (misspelled, wrong_type, nested):
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == 3
+        assert "mutate.v1" not in response.json()["message"]
+    assert misspelled.json()["message"] == (
+        'invalid request body: unknown field "conversionTyp" in the request body; '
+        'did you mean "conversionType"?'
+    )
+    assert _violated_fields(misspelled) == ["conversionTyp"]
+    assert wrong_type.json()["message"] == (
+        'invalid request body: field "name" must be a string, not a number (5)'
+    )
+    assert _violated_fields(wrong_type) == ["name"]
+    assert 'did you mean "CSV"?' in nested.json()["message"]
+    assert _violated_fields(nested) == ["outputFormat.type"]
+
+
+def _violated_fields(response: httpx.Response) -> list[str]:
+    return [
+        violation["field"]
+        for detail in response.json()["details"]
+        for violation in detail.get("fieldViolations", ())
+    ]
+
+
+async def test_gateway_rest_input_over_the_limit_is_413(
+    rest: httpx.AsyncClient,
+) -> None:
+    configuration = await _configuration(rest)
+    too_big = b"x" * (MAX_INPUT_BYTES + 1)
+
+    inline = await rest.post(
+        "/v1/jobs",
+        json={
+            "configurationId": configuration["id"],
+            "fileContent": base64.b64encode(too_big).decode(),
+        },
+    )
+    multipart = await rest.post(
+        "/v1/jobs",
+        data={"configurationId": configuration["id"]},
+        files={"file": ("big.csv", too_big, "text/csv")},
+    )
+
+    for response in (inline, multipart):
+        assert response.status_code == 413, response.text
+        body = response.json()
+        assert body["code"] == 3
+        assert str(MAX_INPUT_BYTES) in body["message"]
+        reasons = [d.get("reason") for d in body["details"]]
+        assert "FILE_TOO_LARGE" in reasons
 
 
 async def test_gateway_rest_sync_job_json_then_download(

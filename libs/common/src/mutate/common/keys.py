@@ -179,6 +179,38 @@ def parse_prefix(prefix: str) -> tuple[Area, str, str]:
     return area, _check_id("organization", parts[1]), _check_id("owner_id", parts[2])
 
 
+# --- keys in messages for people ---------------------------------------------
+# Keys are how services name files to each other; a job's owner knows the job
+# and its file name. Storage quotes the key of an object it refuses, so a text
+# meant for users passes through `without_storage_keys` first.
+
+_FILE_OF_AREA = {
+    "uploads": "the uploaded file",
+    "input": "the input file",
+    "output": "the output file",
+}
+# `area/org/owner/` as `build_key` makes it; the file name follows.
+_KEY_HEAD = r"(?P<area>uploads|input|output)/[A-Za-z0-9][\w-]*/[A-Za-z0-9][\w-]*/"
+# The word a message puts before a key ("object 'input/…'") goes with it.
+_KEY_NOUN = r"(?:\b(?:object|upload|key)\s+)?"
+_QUOTED_KEY = re.compile(
+    _KEY_NOUN + r"(?P<quote>['\"])" + _KEY_HEAD + r"(?:\\.|(?!(?P=quote)).)*(?P=quote)"
+)
+# TODO: an unquoted key ends at the first space, so the rest of a file name
+# with spaces stays; storage and the transformer quote keys (repr) today.
+# Punctuation ending the sentence is not part of the key.
+_BARE_KEY = re.compile(_KEY_NOUN + r"\b" + _KEY_HEAD + r"\S*?(?=[.,;:!?)\]]*(?:\s|$))")
+
+
+def without_storage_keys(text: str) -> str:
+    """`text` with every object key replaced by what the file is to the user."""
+
+    def file_of(match: re.Match[str]) -> str:
+        return _FILE_OF_AREA[match["area"]]
+
+    return _BARE_KEY.sub(file_of, _QUOTED_KEY.sub(file_of, text))
+
+
 __all__ = [
     "MAX_FILE_NAME_BYTES",
     "Area",
@@ -191,4 +223,5 @@ __all__ = [
     "parse_prefix",
     "sanitize_file_name",
     "upload_key",
+    "without_storage_keys",
 ]

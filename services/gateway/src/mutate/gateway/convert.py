@@ -11,6 +11,7 @@ from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
 
 from mutate.gateway.db import Row
+from mutate.gateway.public_errors import public_job_error
 from mutate.v1 import configuration_pb2, job_pb2, public_api_pb2
 
 STATUS_NAMES: dict[int, str] = {
@@ -118,6 +119,8 @@ def job(row: Row) -> job_pb2.Job:
         from_json(entry, message.execution_log.add())
     if row["error"]:
         from_json(row["error"], message.error)
+        # Rows hold the worker's words, which may quote a storage key.
+        public_job_error(message.error)
     set_time(message, "create_time", row["created_at"])
     set_time(message, "update_time", row["updated_at"])
     set_time(message, "start_time", row["started_at"])

@@ -58,6 +58,7 @@ from mutate.gateway.projection import (
     merge_event,
     moves_forward,
 )
+from mutate.gateway.public_errors import file_too_large, public_job_error
 from mutate.gateway.settings import GatewaySettings
 from mutate.gateway.tenancy import Principal
 from mutate.gateway.webhook_urls import WebhookUrlChecker
@@ -321,11 +322,11 @@ class JobManager:
                 reason="EMPTY_FILE",  # the engine's code for the same (docs)
             )
         if size > self._settings.max_input_bytes:
-            raise InvalidArgument(
-                f"the {what} is {size} bytes; the largest accepted is "
-                f"{self._settings.max_input_bytes} bytes",
-                field_violations=[("file_content", "too large")],
-                reason="FILE_TOO_LARGE",
+            raise file_too_large(
+                self._settings.max_input_bytes,
+                field="file_content",
+                what=what,
+                size=size,
             )
         if mode == job_pb2.Job.SYNC and size > self._settings.sync_max_bytes:
             raise FailedPrecondition(
@@ -455,15 +456,22 @@ class JobManager:
 
     async def _upload_size(self, upload: Row) -> int:
         """The uploaded file's size; one over the limit is deleted and refused."""
+        limit = self._settings.max_input_bytes
         try:
             info = await self._storage.verify_upload(
-                upload["storage_key"], max_bytes=self._settings.max_input_bytes
+                upload["storage_key"], max_bytes=limit
             )
         except NotFound:
             raise FailedPrecondition(
                 f"upload {upload['id']} has no file yet: PUT the file to the "
                 "upload's URL first (or the upload expired)",
                 reason="UPLOAD_EMPTY",
+            ) from None
+        except FailedPrecondition:
+            # Asked without content types, storage refuses (and deletes) an
+            # upload only for its size; its message names the storage key.
+            raise file_too_large(
+                limit, field="upload_id", what=f"file of upload {upload['id']}"
             ) from None
         return int(info.size)
 
@@ -672,6 +680,8 @@ class JobManager:
             event.error.CopyFrom(response.error)
             if not event.error.code:
                 event.error.code = "CONVERSION_FAILED"
+            # Before it is stored, answered and sent to webhooks.
+            public_job_error(event.error)
         event.execution_log.extend(response.execution_log)
         event.warnings.extend(response.warnings)
         return event

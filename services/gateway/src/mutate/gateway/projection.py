@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 from mutate.common.telemetry import Metrics
 from mutate.gateway import convert
 from mutate.gateway.db import Row
+from mutate.gateway.public_errors import public_job_error
 from mutate.v1 import events_pb2, job_pb2
 
 JobEvent = events_pb2.JobEvent
@@ -225,6 +226,7 @@ def merge_event(job: job_pb2.Job, event: JobEvent) -> None:
         job.ClearField("error")
     elif event.HasField("error"):
         job.error.CopyFrom(event.error)
+        public_job_error(job.error)
     if event.execution_log or event.warnings or event.type == JobEvent.COMPLETED:
         del job.execution_log[:]
         job.execution_log.extend(event.execution_log)

@@ -101,10 +101,16 @@ class GatewaySettings(CommonSettings, NatsSettings, RestSettings):
         help="Largest input converted synchronously in `auto` mode and "
         "accepted in `sync` mode.",
     )
+    # The transformer refuses inputs over its MUTATE_LIMIT_MAX_INPUT_BYTES
+    # (200 MiB by default): a larger limit here would accept files whose jobs
+    # can only fail later, so the default is the same and the gateway refuses
+    # them up front. tests/gateway checks the two defaults stay equal.
     max_input_bytes: int = setting(
         "MUTATE_MAX_INPUT_BYTES",
-        256 * 1024 * 1024,
-        help="Largest input file a job accepts (inline, streamed or uploaded).",
+        200 * 1024 * 1024,
+        help="Largest input file a job accepts (inline, streamed or uploaded). "
+        "Keep it at most the transformer's MUTATE_LIMIT_MAX_INPUT_BYTES (the "
+        "same 200 MiB by default), or larger files are accepted and then fail.",
     )
     inline_input_max_bytes: int = setting(
         "MUTATE_INLINE_INPUT_MAX_BYTES",

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 
 import nats.errors
 
-from mutate.common import errors
+from mutate.common import errors, keys
 from mutate.transformer.pool import EngineCrashed, EngineFailure, EngineTimeout
 from mutate.v1 import configuration_pb2, job_pb2
 
@@ -135,18 +135,22 @@ def _doing(stage: str) -> str:
 
 
 def _storage_fault(stage: str, exc: errors.MutateError) -> JobFault:
+    """The job's error for a storage failure. Its message reaches the job's
+    owner (API, webhook), so the object key storage quoted is left out; the
+    worker's log keeps the whole error."""
     what = _doing(stage)
+    said = keys.without_storage_keys(exc.message)
     if isinstance(exc, errors.NotFound) and stage == "input":
-        return PermanentFault("INPUT_NOT_FOUND", f"the input file is gone: {exc}")
+        return PermanentFault("INPUT_NOT_FOUND", f"the input file is gone: {said}")
     if isinstance(exc, errors.FailedPrecondition):
-        return PermanentFault("LIMIT_EXCEEDED", f"{what}: {exc.message}")
+        return PermanentFault("LIMIT_EXCEEDED", f"{what}: {said}")
     if isinstance(exc, errors.InvalidArgument):
-        return PermanentFault("INVALID_REQUEST", f"{what}: {exc.message}")
+        return PermanentFault("INVALID_REQUEST", f"{what}: {said}")
     if isinstance(exc, errors.PermissionDenied | errors.Unauthenticated):
         # A misconfigured deployment, not a bad file: an operator can fix it
         # and the job then goes through.
-        return TransientFault("STORAGE_DENIED", f"{what}: {exc.message}")
-    return TransientFault("STORAGE_UNAVAILABLE", f"{what}: {exc.message}")
+        return TransientFault("STORAGE_DENIED", f"{what}: {said}")
+    return TransientFault("STORAGE_UNAVAILABLE", f"{what}: {said}")
 
 
 __all__ = [

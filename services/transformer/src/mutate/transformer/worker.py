@@ -370,7 +370,11 @@ class Worker:
             job.failure = f"{fault.code}: {fault.message}"
             logger.warning(
                 "job failed",
-                extra={"code": fault.code, "reason": fault.message},
+                extra={
+                    "code": fault.code,
+                    "reason": fault.message,
+                    "cause": _cause(fault),
+                },
             )
             await self._finish(
                 job,
@@ -625,6 +629,7 @@ class Worker:
             extra={
                 "code": fault.code,
                 "reason": fault.message,
+                "cause": _cause(fault),
                 "delivery": job.delivery,
                 "delay_s": round(delay, 3),
             },
@@ -818,6 +823,12 @@ def options_from_settings(
         max_input_bytes=max_input_bytes,
         work_dir=settings.work_dir,
     )
+
+
+def _cause(fault: JobFault) -> str:
+    """What the fault came from, for operators: the job's error is phrased for
+    its owner and may leave details out (e.g. storage keys)."""
+    return repr(fault.__cause__) if fault.__cause__ is not None else ""
 
 
 __all__ = ["Worker", "WorkerOptions", "WorkerState", "options_from_settings"]

@@ -17,6 +17,7 @@ from mutate.gateway.api.deliveries import DeliveryForwarder
 from mutate.gateway.api.uploads import presign_lifetime
 from mutate.gateway.job_store import JobFilter, JobStore
 from mutate.gateway.jobs import JobManager
+from mutate.gateway.public_errors import file_too_large
 from mutate.gateway.settings import GatewaySettings
 from mutate.v1 import job_pb2, public_api_pb2, public_api_pb2_grpc, webhook_pb2
 
@@ -86,11 +87,7 @@ class JobServicer(public_api_pb2_grpc.JobServiceServicer):
                     )
                 buffer += part.chunk
                 if len(buffer) > limit:
-                    raise InvalidArgument(
-                        f"the file is over the largest accepted, {limit} bytes",
-                        field_violations=[("chunk", "too large")],
-                        reason="FILE_TOO_LARGE",
-                    )
+                    raise file_too_large(limit, field="chunk")
         if request is None:
             raise InvalidArgument("UploadJob needs a request message first")
         return await self._manager.create(

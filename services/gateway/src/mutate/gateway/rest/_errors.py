@@ -31,6 +31,7 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _TYPE_PREFIX = "type.googleapis.com/"
 BAD_REQUEST_TYPE = _TYPE_PREFIX + error_details_pb2.BadRequest.DESCRIPTOR.full_name
 RETRY_INFO_TYPE = _TYPE_PREFIX + error_details_pb2.RetryInfo.DESCRIPTOR.full_name
+ERROR_INFO_TYPE = _TYPE_PREFIX + error_details_pb2.ErrorInfo.DESCRIPTOR.full_name
 
 # grpc-gateway's HTTPStatusFromCode.
 HTTP_STATUS_BY_CODE: Mapping[int, int] = {
@@ -52,6 +53,11 @@ HTTP_STATUS_BY_CODE: Mapping[int, int] = {
     code_pb2.UNAVAILABLE: 503,
     code_pb2.DATA_LOSS: 500,
 }
+
+# ErrorInfo reasons that are more precise than their gRPC code's status:
+# an input over the gateway's size limit (INVALID_ARGUMENT, so 400 by the
+# table) is HTTP's own 413 Payload Too Large.
+HTTP_STATUS_BY_REASON: Mapping[str, int] = {"FILE_TOO_LARGE": 413}
 
 # Statuses whose RetryInfo detail also becomes a Retry-After header.
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -119,7 +125,12 @@ def from_rpc_error(exc: grpc.RpcError) -> RestError:
     for key, value in trailers or ():
         if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
             details = _decode_details(value)
-    error = RestError(code, message or code_enum.name.lower(), details=details)
+    error = RestError(
+        code,
+        message or code_enum.name.lower(),
+        details=details,
+        http_status=_http_status_of_reason(details),
+    )
     retry_after = _retry_after_seconds(details)
     if retry_after is not None and error.http_status in _RETRY_AFTER_STATUSES:
         error.headers["retry-after"] = str(retry_after)
@@ -145,6 +156,15 @@ def _decode_details(raw: bytes) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def _http_status_of_reason(details: Sequence[Mapping[str, Any]]) -> int | None:
+    for detail in details:
+        if detail.get("@type") == ERROR_INFO_TYPE:
+            status = HTTP_STATUS_BY_REASON.get(detail.get("reason", ""))
+            if status is not None:
+                return status
+    return None
 
 
 def _retry_after_seconds(details: Sequence[Mapping[str, Any]]) -> int | None:

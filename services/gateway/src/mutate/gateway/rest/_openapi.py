@@ -93,7 +93,7 @@ _ERROR_RESPONSES = {
     "404": "No such resource in the caller's organization.",
     "405": "The path exists with another method.",
     "409": "A conflict: it exists already, or a concurrent change won.",
-    "413": "The request body is larger than the limit.",
+    "413": "The request body, or the input file it carries, is over the limit.",
     "429": "Too many requests; see `Retry-After`.",
     "4XX": "Another client error.",
     "500": "An internal error.",

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from mutate.gateway.rest import _errors, _fields, _json
+from mutate.gateway.rest import _body_errors, _errors, _fields, _json
 from mutate.gateway.rest._routes import Route
 
 # Resolved query parameter names kept per route; more names than this are
@@ -80,9 +80,27 @@ class RequestBuilder:
             OverflowError,  # 1e999 where an integer goes
             RecursionError,  # nesting deeper than the decoder got
         ) as exc:
-            raise _errors.bad_request(
-                f"invalid request body: {exc}", field=field_name
-            ) from None
+            raise self._body_error(data, exc, field_name) from None
+
+    def _body_error(self, data: Any, exc: Exception, field_name: str) -> Exception:
+        """A 400 that says which field is wrong and how, for a person."""
+        body_field = self.route.body_field
+        try:
+            problem = (
+                _body_errors.explain(self.route.method.input_type, data)
+                if body_field is None
+                else _body_errors.explain_field(body_field, data)
+            )
+        except RecursionError:  # as deep as what protobuf gave up on
+            problem = None
+        if problem is None:
+            text = _body_errors.protobuf_text(exc)
+            return _errors.bad_request(
+                f"invalid request body: {text}", field=field_name
+            )
+        return _errors.bad_request(
+            f"invalid request body: {problem.message}", field=problem.field
+        )
 
     def _apply_query(self, request: Message, query_string: bytes) -> None:
         try:

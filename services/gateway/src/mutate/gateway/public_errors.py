@@ -1,0 +1,48 @@
+"""Error texts as API users see them: size limits, and no internal storage keys.
+
+Object keys (`input/{org}/{job}/{file}`, ARCHITECTURE "Object keys") are how
+services name files to each other; users know a job and its file name. The
+transformer drops keys from the errors it reports, and every job error the
+gateway hands out passes through `public_job_error` as well: rows stored
+before that, and errors from older workers, can still quote one.
+"""
+
+from __future__ import annotations
+
+from mutate.common.errors import InvalidArgument
+from mutate.common.keys import without_storage_keys
+from mutate.v1 import job_pb2
+
+# The reason of every "input over MUTATE_MAX_INPUT_BYTES" refusal; REST answers
+# it with HTTP 413 (rest/_errors.py).
+FILE_TOO_LARGE = "FILE_TOO_LARGE"
+
+_MIB = 1024 * 1024
+_KIB = 1024
+
+
+def size_text(size: int) -> str:
+    """`209715200 bytes (200 MiB)`: exact for machines, readable for people."""
+    for unit, name in ((_MIB, "MiB"), (_KIB, "KiB")):
+        if size >= unit:
+            amount = f"{size / unit:.1f}".removesuffix(".0")
+            return f"{size} bytes ({amount} {name})"
+    return f"{size} bytes"
+
+
+def file_too_large(
+    limit: int, *, field: str, what: str = "file", size: int | None = None
+) -> InvalidArgument:
+    """The refusal of an input over `limit` (MUTATE_MAX_INPUT_BYTES)."""
+    over = f"is {size} bytes, over" if size is not None else "is over"
+    return InvalidArgument(
+        f"the {what} {over} the largest input accepted, {size_text(limit)}",
+        field_violations=[(field, "too large")],
+        reason=FILE_TOO_LARGE,
+    )
+
+
+def public_job_error(error: job_pb2.JobError) -> None:
+    """Make a job's error fit for its owner, in place."""
+    if error.message:
+        error.message = without_storage_keys(error.message)

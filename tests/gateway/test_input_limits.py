@@ -1,0 +1,144 @@
+"""The input size limit agrees with the transformer's, and job errors never show
+storage keys: against the session platform (real NATS, PostgreSQL, S3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from mutate.common import messaging
+from mutate.common.keys import without_storage_keys
+from mutate.common.settings import load
+from mutate.gateway.projection import merge_event
+from mutate.gateway.public_errors import size_text
+from mutate.gateway.settings import GatewaySettings
+from mutate.transformer.engine import Limits
+from mutate.v1 import events_pb2, job_pb2, public_api_pb2
+
+from .conftest import MAX_INPUT_BYTES, Platform
+from .helpers import CSV, Tenant, wait_for_status
+
+pb = public_api_pb2
+Job = job_pb2.Job
+Event = events_pb2.JobEvent
+
+# What the worker reported for a 220 MB input before the limits agreed: storage
+# names the object it refused by its key.
+_WORKER_MESSAGE = (
+    "reading the input: object 'input/{org}/{job}/big report.csv' is 230686720 "
+    "bytes, over the requested limit of 209715200"
+)
+
+
+def test_gateway_refuses_what_the_transformer_would_by_default() -> None:
+    gateway = load(GatewaySettings, {"MUTATE_DATABASE_URL": "postgresql:///x"})
+
+    assert gateway.max_input_bytes == Limits().max_input_bytes == 200 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("text", "public"),
+    [
+        (
+            "object 'input/org_1/job_2/big report.csv' is 9 bytes",
+            "the input file is 9 bytes",
+        ),
+        (
+            'upload "uploads/org_1/upl_2/it\'s.csv" is 9 bytes',
+            "the uploaded file is 9 bytes",
+        ),
+        (
+            "cannot store output/org_1/job_2/out.csv: denied",
+            "cannot store the output file: denied",
+        ),
+        ("the input/output of rule 3", "the input/output of rule 3"),
+    ],
+)
+def test_storage_keys_become_what_the_file_is(text: str, public: str) -> None:
+    assert without_storage_keys(text) == public
+
+
+def test_watched_job_errors_lose_their_keys_too() -> None:
+    job = Job(id="job_1")
+    failed = Event(
+        type=Event.FAILED,
+        attempt=1,
+        error=job_pb2.JobError(
+            message=_WORKER_MESSAGE.format(org="org_1", job="job_1")
+        ),
+    )
+
+    merge_event(job, failed)
+
+    assert job.error.message.startswith("reading the input: the input file is ")
+
+
+async def test_an_upload_over_the_limit_is_refused_naming_the_limit(
+    tenant: Tenant,
+) -> None:
+    configuration = await tenant.configuration()
+    upload = await tenant.uploads.CreateUpload(
+        pb.CreateUploadRequest(file_name="big.csv", content_type="text/csv"),
+        metadata=tenant.metadata,
+    )
+    async with httpx.AsyncClient() as http:
+        put = await http.put(
+            upload.url,
+            content=CSV * (MAX_INPUT_BYTES // len(CSV) + 1),
+            headers=dict(upload.headers),
+        )
+    assert put.status_code == 200, put.text
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await tenant.jobs.CreateJob(
+            pb.CreateJobRequest(configuration_id=configuration.id, upload_id=upload.id),
+            metadata=tenant.metadata,
+        )
+
+    message = refused.value.details() or ""
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert size_text(MAX_INPUT_BYTES) in message
+    assert upload.id in message
+    assert "uploads/" not in message and tenant.organization_id not in message
+
+
+async def test_a_job_error_never_shows_a_storage_key(
+    platform: Platform, tenant: Tenant, js: Any
+) -> None:
+    configuration = await tenant.configuration()
+    job = await tenant.jobs.CreateJob(
+        pb.CreateJobRequest(configuration_id=configuration.id, file_content=CSV),
+        metadata=tenant.metadata,
+    )
+    # A later attempt failed the way a worker reports an input it refused.
+    await messaging.publish_event(
+        js,
+        Event(
+            job_id=job.id,
+            organization_id=tenant.organization_id,
+            type=Event.FAILED,
+            attempt=job.attempt + 1,
+            error=job_pb2.JobError(
+                code="LIMIT_EXCEEDED",
+                message=_WORKER_MESSAGE.format(org=tenant.organization_id, job=job.id),
+            ),
+        ),
+    )
+
+    failed = await wait_for_status(tenant, job.id, Job.FAILED)
+    async with httpx.AsyncClient(
+        base_url=platform.info.gateway_http_url,
+        headers={"authorization": f"Bearer {tenant.key}"},
+    ) as rest:
+        over_rest = (await rest.get(f"/v1/jobs/{job.id}")).json()["error"]
+
+    expected = (
+        "reading the input: the input file is 230686720 bytes, over the requested "
+        "limit of 209715200"
+    )
+    assert failed.error.code == "LIMIT_EXCEEDED"
+    assert failed.error.message == expected
+    assert over_rest["message"] == expected
