@@ -9,7 +9,14 @@ from typing import Any
 
 import grpc
 
-from mutate.v1 import configuration_pb2, public_api_pb2, public_api_pb2_grpc
+from mutate.common import messaging
+from mutate.v1 import (
+    configuration_pb2,
+    events_pb2,
+    job_pb2,
+    public_api_pb2,
+    public_api_pb2_grpc,
+)
 
 CSV = b"name,amount\nalice,1\nbob,2\ncarol,3\n"
 
@@ -88,6 +95,37 @@ async def wait_for_status(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"job {job_id} stuck in {job.status}")
         await asyncio.sleep(0.05)
+
+
+async def job_ended_by_worker(
+    tenant: Tenant,
+    js: Any,
+    event_type: int,
+    error: job_pb2.JobError,
+    *,
+    status: int,
+) -> Any:
+    """A queued job that a later worker attempt ended with `event_type` and
+    `error`, as seen once the gateway has projected it to `status`."""
+    configuration = await tenant.configuration()
+    job = await tenant.jobs.CreateJob(
+        public_api_pb2.CreateJobRequest(
+            configuration_id=configuration.id, file_content=CSV
+        ),
+        metadata=tenant.metadata,
+    )
+    # A later attempt supersedes the first, as a worker's redelivery does.
+    await messaging.publish_event(
+        js,
+        events_pb2.JobEvent(
+            type=event_type,
+            job_id=job.id,
+            organization_id=tenant.organization_id,
+            attempt=job.attempt + 1,
+            error=error,
+        ),
+    )
+    return await wait_for_status(tenant, job.id, status)
 
 
 async def get_job(tenant: Tenant, job_id: str) -> Any:

@@ -9,7 +9,6 @@ import grpc
 import httpx
 import pytest
 
-from mutate.common import messaging
 from mutate.common.keys import without_storage_keys
 from mutate.common.settings import load
 from mutate.gateway.projection import merge_event
@@ -19,7 +18,7 @@ from mutate.transformer.engine import Limits
 from mutate.v1 import events_pb2, job_pb2, public_api_pb2
 
 from .conftest import MAX_INPUT_BYTES, Platform
-from .helpers import CSV, Tenant, wait_for_status
+from .helpers import CSV, Tenant, job_ended_by_worker
 
 pb = public_api_pb2
 Job = job_pb2.Job
@@ -61,10 +60,21 @@ def test_storage_keys_become_what_the_file_is(text: str, public: str) -> None:
     assert without_storage_keys(text) == public
 
 
+def test_only_the_organizations_own_keys_are_replaced() -> None:
+    # What a user typed can look like a key; a real one carries the org id.
+    typed = "missing required headers: output/q1/report/total"
+    real = "object 'output/org_1/job_2/out.csv' could not be stored"
+
+    assert without_storage_keys(typed, "org_1") == typed
+    assert without_storage_keys(real, "org_1") == "the output file could not be stored"
+    assert without_storage_keys(typed) == "missing required headers: the output file"
+
+
 def test_watched_job_errors_lose_their_keys_too() -> None:
     job = Job(id="job_1")
     failed = Event(
         type=Event.FAILED,
+        organization_id="org_1",
         attempt=1,
         error=job_pb2.JobError(
             message=_WORKER_MESSAGE.format(org="org_1", job="job_1")
@@ -108,32 +118,23 @@ async def test_an_upload_over_the_limit_is_refused_naming_the_limit(
 async def test_a_job_error_never_shows_a_storage_key(
     platform: Platform, tenant: Tenant, js: Any
 ) -> None:
-    configuration = await tenant.configuration()
-    job = await tenant.jobs.CreateJob(
-        pb.CreateJobRequest(configuration_id=configuration.id, file_content=CSV),
-        metadata=tenant.metadata,
-    )
     # A later attempt failed the way a worker reports an input it refused.
-    await messaging.publish_event(
+    failed = await job_ended_by_worker(
+        tenant,
         js,
-        Event(
-            job_id=job.id,
-            organization_id=tenant.organization_id,
-            type=Event.FAILED,
-            attempt=job.attempt + 1,
-            error=job_pb2.JobError(
-                code="LIMIT_EXCEEDED",
-                message=_WORKER_MESSAGE.format(org=tenant.organization_id, job=job.id),
-            ),
+        Event.FAILED,
+        job_pb2.JobError(
+            code="LIMIT_EXCEEDED",
+            message=_WORKER_MESSAGE.format(org=tenant.organization_id, job="job_0"),
         ),
+        status=Job.FAILED,
     )
 
-    failed = await wait_for_status(tenant, job.id, Job.FAILED)
     async with httpx.AsyncClient(
         base_url=platform.info.gateway_http_url,
         headers={"authorization": f"Bearer {tenant.key}"},
     ) as rest:
-        over_rest = (await rest.get(f"/v1/jobs/{job.id}")).json()["error"]
+        over_rest = (await rest.get(f"/v1/jobs/{failed.id}")).json()["error"]
 
     expected = (
         "reading the input: the input file is 230686720 bytes, over the requested "

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mutate.common import messaging
 from mutate.v1 import events_pb2, job_pb2, public_api_pb2
 
 from .conftest import TenantFactory
-from .helpers import CSV, Tenant, wait_for_status
+from .helpers import Tenant, job_ended_by_worker, wait_for_status
 
 pb = public_api_pb2
 Job = job_pb2.Job
@@ -16,24 +15,15 @@ Event = events_pb2.JobEvent
 
 
 async def _dead_letter(tenant: Tenant, js: Any) -> str:
-    configuration = await tenant.configuration()
-    job = await tenant.jobs.CreateJob(
-        pb.CreateJobRequest(configuration_id=configuration.id, file_content=CSV),
-        metadata=tenant.metadata,
-    )
-    # As a worker does past the delivery limit (a later attempt supersedes).
-    await messaging.publish_event(
+    # As a worker does past the delivery limit.
+    job = await job_ended_by_worker(
+        tenant,
         js,
-        Event(
-            type=Event.DEAD_LETTERED,
-            job_id=job.id,
-            organization_id=tenant.organization_id,
-            attempt=2,
-            error=job_pb2.JobError(code="WORKER_LOST", message="gone"),
-        ),
+        Event.DEAD_LETTERED,
+        job_pb2.JobError(code="WORKER_LOST", message="gone"),
+        status=Job.DEAD_LETTERED,
     )
-    await wait_for_status(tenant, job.id, Job.DEAD_LETTERED)
-    return job.id
+    return str(job.id)
 
 
 async def test_dead_letters_are_listed_and_redriven_per_organization(

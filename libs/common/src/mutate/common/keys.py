@@ -17,6 +17,7 @@ built here.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -189,26 +190,40 @@ _FILE_OF_AREA = {
     "input": "the input file",
     "output": "the output file",
 }
-# `area/org/owner/` as `build_key` makes it; the file name follows.
-_KEY_HEAD = r"(?P<area>uploads|input|output)/[A-Za-z0-9][\w-]*/[A-Za-z0-9][\w-]*/"
 # The word a message puts before a key ("object 'input/…'") goes with it.
 _KEY_NOUN = r"(?:\b(?:object|upload|key)\s+)?"
-_QUOTED_KEY = re.compile(
-    _KEY_NOUN + r"(?P<quote>['\"])" + _KEY_HEAD + r"(?:\\.|(?!(?P=quote)).)*(?P=quote)"
-)
-# TODO: an unquoted key ends at the first space, so the rest of a file name
-# with spaces stays; storage and the transformer quote keys (repr) today.
-# Punctuation ending the sentence is not part of the key.
-_BARE_KEY = re.compile(_KEY_NOUN + r"\b" + _KEY_HEAD + r"\S*?(?=[.,;:!?)\]]*(?:\s|$))")
+# Punctuation ending the sentence is not part of an unquoted key.
+_BARE_END = r"\S*?(?=[.,;:!?)\]]*(?:\s|$))"
 
 
-def without_storage_keys(text: str) -> str:
-    """`text` with every object key replaced by what the file is to the user."""
+@functools.lru_cache(maxsize=256)
+def _key_patterns(organization_id: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Quoted and bare keys: `area/org/owner/` as `build_key` makes it, then
+    the file name; of one organization, or of any when it is empty."""
+    org = re.escape(organization_id) if organization_id else r"[A-Za-z0-9][\w-]*"
+    head = rf"(?P<area>uploads|input|output)/{org}/[A-Za-z0-9][\w-]*/"
+    quoted = re.compile(
+        _KEY_NOUN + r"(?P<quote>['\"])" + head + r"(?:\\.|(?!(?P=quote)).)*(?P=quote)"
+    )
+    # TODO: an unquoted key ends at the first space, so the rest of a file
+    # name with spaces stays; storage and the transformer quote keys (repr).
+    bare = re.compile(_KEY_NOUN + r"\b" + head + _BARE_END)
+    return quoted, bare
+
+
+def without_storage_keys(text: str, organization_id: str = "") -> str:
+    """`text` with every object key replaced by what the file is to the user.
+
+    With `organization_id`, only that organization's keys: a text that also
+    quotes what a user typed (a header named `output/q1/report/total`) keeps
+    it, as a real key always carries the organization's id.
+    """
 
     def file_of(match: re.Match[str]) -> str:
         return _FILE_OF_AREA[match["area"]]
 
-    return _BARE_KEY.sub(file_of, _QUOTED_KEY.sub(file_of, text))
+    quoted, bare = _key_patterns(organization_id)
+    return bare.sub(file_of, quoted.sub(file_of, text))
 
 
 __all__ = [

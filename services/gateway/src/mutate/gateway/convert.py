@@ -120,7 +120,7 @@ def job(row: Row) -> job_pb2.Job:
     if row["error"]:
         from_json(row["error"], message.error)
         # Rows hold the worker's words, which may quote a storage key.
-        public_job_error(message.error)
+        public_job_error(message.error, row["organization_id"])
     set_time(message, "create_time", row["created_at"])
     set_time(message, "update_time", row["updated_at"])
     set_time(message, "start_time", row["started_at"])

@@ -681,7 +681,7 @@ class JobManager:
             if not event.error.code:
                 event.error.code = "CONVERSION_FAILED"
             # Before it is stored, answered and sent to webhooks.
-            public_job_error(event.error)
+            public_job_error(event.error, event.organization_id)
         event.execution_log.extend(response.execution_log)
         event.warnings.extend(response.warnings)
         return event

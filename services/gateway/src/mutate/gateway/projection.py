@@ -226,7 +226,7 @@ def merge_event(job: job_pb2.Job, event: JobEvent) -> None:
         job.ClearField("error")
     elif event.HasField("error"):
         job.error.CopyFrom(event.error)
-        public_job_error(job.error)
+        public_job_error(job.error, event.organization_id)
     if event.execution_log or event.warnings or event.type == JobEvent.COMPLETED:
         del job.execution_log[:]
         job.execution_log.extend(event.execution_log)

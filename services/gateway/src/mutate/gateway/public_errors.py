@@ -42,7 +42,7 @@ def file_too_large(
     )
 
 
-def public_job_error(error: job_pb2.JobError) -> None:
-    """Make a job's error fit for its owner, in place."""
+def public_job_error(error: job_pb2.JobError, organization_id: str) -> None:
+    """Make a job's error fit for its owner (`organization_id`), in place."""
     if error.message:
-        error.message = without_storage_keys(error.message)
+        error.message = without_storage_keys(error.message, organization_id)
