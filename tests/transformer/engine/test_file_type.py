@@ -181,3 +181,9 @@ def test_empty_csv_is_still_empty_not_binary() -> None:
 def test_text_that_merely_mentions_a_signature_is_read() -> None:
     output, _ = run(b"code,kind\n%PDF-,pdf\nPK,zip\n", "s.csv", {})
     assert output == b"code,kind\n%PDF-,pdf\nPK,zip\n"
+
+
+def test_a_first_cell_that_starts_like_a_pdf_is_read() -> None:
+    # Only "%PDF-" with a version (1.x, 2.x) is a PDF's header.
+    output, _ = run(b"%PDF-like text,ok\n1,2\n", "p.csv", {})
+    assert output == b"%PDF-like text,ok\n1,2\n"

@@ -30,7 +30,10 @@ _DELIMITERS = ",;\t|"
 # What non-text files start with, so that a PDF or a photo sent to a CSV
 # configuration is named as such instead of being read as one odd column.
 _SIGNATURES = (
-    (b"%PDF-", "a PDF"),
+    # With the version digits, so a CSV whose first cell is "%PDF-…" text
+    # still reads.
+    (b"%PDF-1.", "a PDF"),
+    (b"%PDF-2.", "a PDF"),
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
     (b"GIF87a", "a GIF image"),
     (b"GIF89a", "a GIF image"),
