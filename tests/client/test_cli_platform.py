@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import struct
+import threading
 import uuid
 import zlib
 from pathlib import Path
@@ -155,6 +158,7 @@ def test_jobs_submit_wait_downloads_the_converted_file(
     config_id = create_config(cli, NEBRASKA)
     source = corpus_file(NEBRASKA_XLSX)
     out = tmp_path / "out" / "weapons.json"
+    out.parent.mkdir()  # -o makes no folders (see test_cli_unit)
 
     result = cli(
         "jobs", "submit", str(source), "--config", config_id,
@@ -236,6 +240,28 @@ def test_jobs_get_list_download_deliveries(
     closed_early.stdout.close()
     assert closed_early.wait(timeout=60) == ExitCode.OUTPUT_CLOSED
     assert b"Traceback" not in closed_early.stderr.read()
+
+    # Into a FIFO, as `-o >(cmd)` gives: written into, not replaced.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: received.append(fifo.read_bytes()), daemon=True
+    )
+    reader.start()
+    into_fifo = cli("jobs", "download", job_id, "-o", str(fifo))
+    reader.join(timeout=30)
+    assert into_fifo.code == 0, into_fifo.stderr
+    assert received == [expected_output(KANSAS, source)]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+    # Through a symlink: its target gets the file, the link stays.
+    link = tmp_path / "link.csv"
+    link.symlink_to("target.csv")
+    linked = cli("jobs", "download", job_id, "-o", str(link))
+    assert linked.code == 0, linked.stderr
+    assert (tmp_path / "target.csv").read_bytes() == expected_output(KANSAS, source)
+    assert link.is_symlink()
 
     url = cli("jobs", "download", job_id, "--url-only")
     assert url.code == 0 and url.stdout.startswith("http")

@@ -402,3 +402,34 @@ def test_progress_on_a_terminal_redraws_one_bar() -> None:
     assert text.count("\r") == 2 and text.endswith("\n")
     assert "[#####.....]  50% running" in text
     assert "[##########] 100% completed" in text
+
+
+# ------------------------------------------------------------ -o destinations
+# Checked before any call (no API key needed to see the mistake), exit 2.
+
+
+def test_download_into_a_folder_is_a_usage_error(tmp_path: Path) -> None:
+    code, out, err = run("jobs", "download", "job_1", "-o", str(tmp_path))
+    assert code == ExitCode.USAGE
+    assert out == "" and f"mutate: error: {tmp_path} is a folder" in err
+
+
+def test_download_into_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "x.csv"
+    code, _, err = run("jobs", "download", "job_1", "-o", str(missing))
+    assert code == ExitCode.USAGE
+    assert f"folder {tmp_path / 'nowhere'} does not exist" in err
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("command", [["submit", "f.csv", "--config", "c"], ["wait"]])
+def test_submit_and_wait_check_the_output_before_starting(
+    tmp_path: Path, command: list[str]
+) -> None:
+    argv = ["jobs", *command, *(["job_1"] if command == ["wait"] else [])]
+    code, _, err = run(*argv, "-o", str(tmp_path / "nowhere" / "x.csv"), "--json")
+    assert code == ExitCode.USAGE
+    error = json.loads(err)["error"]
+    assert error["exitCode"] == ExitCode.USAGE
+    # The output's, not f.csv's: it is looked at before the input is read.
+    assert "nowhere does not exist" in error["message"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,6 +25,7 @@ from mutate.client import (
     NotFoundError,
     RetryPolicy,
     UnavailableError,
+    UsageError,
 )
 from mutate.v1 import job_pb2, public_api_pb2, public_api_pb2_grpc
 
@@ -231,3 +233,22 @@ def test_closed_client_refuses_calls(jobs: tuple[ScriptedJobs, str]) -> None:
     with pytest.raises(Exception, match="closed"):
         client.get_job("job_1")
     assert "mk_secret" not in repr(client)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"destination": "nowhere/x.csv"},
+        {"destination": "."},
+        {"directory": "nowhere"},
+    ],
+)
+def test_a_download_destination_is_checked_before_any_call(
+    jobs: tuple[ScriptedJobs, str], tmp_path: Path, where: dict[str, str]
+) -> None:
+    servicer, address = jobs
+    in_tmp = {key: tmp_path / value for key, value in where.items()}
+    with client_for(address) as client, pytest.raises(UsageError):
+        client.download("job_1", **in_tmp)  # type: ignore[arg-type]
+    assert servicer.calls == []
+    assert list(tmp_path.iterdir()) == []

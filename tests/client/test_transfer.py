@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mutate.client import TransferError, _transfer
+from mutate.client import TransferError, UsageError, _transfer
 
 BODY = b"a,b\n1,2\n" * 1000
 
@@ -111,3 +111,142 @@ def test_a_failed_download_leaves_nothing(base_url: str, tmp_path: Path) -> None
     with pytest.raises(TransferError, match="HTTP 404"):
         _get(f"{base_url}/missing.csv", tmp_path / "clean.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------ destinations
+# `-o DEST` behaves like curl's or a shell redirection, except that a regular
+# file is only replaced once the download is complete.
+
+
+def _read_all_in_background(path: str | int, into: list[bytes]) -> threading.Thread:
+    """A reader for a FIFO or pipe: opening a FIFO for writing blocks until
+    someone opens it for reading."""
+
+    def read() -> None:
+        with open(path, "rb") as pipe:
+            into.append(pipe.read())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_fifo_is_written_into_not_replaced(base_url: str, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = _read_all_in_background(str(fifo), received)
+    assert _get(f"{base_url}/result.csv", fifo) == len(BODY)
+    reader.join(timeout=10)
+    assert received == [BODY]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_a_dev_fd_pipe_is_written_into(base_url: str) -> None:
+    # What `-o >(wc -c)` passes: /dev/fd/N of a pipe.
+    read_end, write_end = os.pipe()
+    received: list[bytes] = []
+    reader = _read_all_in_background(read_end, received)
+    try:
+        assert _get(f"{base_url}/result.csv", Path(f"/dev/fd/{write_end}"))
+    finally:
+        os.close(write_end)  # the reader sees the end once every writer is gone
+    reader.join(timeout=10)
+    assert received == [BODY]
+
+
+def test_a_dev_fd_file_is_written_into_the_same_file(
+    base_url: str, tmp_path: Path
+) -> None:
+    # `-o /dev/stdout > out.csv`: the descriptor's file gets the bytes; a
+    # rename would leave the descriptor on an orphaned, empty file.
+    out = tmp_path / "out.csv"
+    with out.open("wb") as held:
+        _get(f"{base_url}/result.csv", Path(f"/dev/fd/{held.fileno()}"))
+        assert os.fstat(held.fileno()).st_ino == out.stat().st_ino
+    assert out.read_bytes() == BODY
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device needs root")
+def test_a_character_device_is_written_into(base_url: str, tmp_path: Path) -> None:
+    # A device node of our own (the null device's numbers), never /dev/null.
+    device = tmp_path / "mynull"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    assert _get(f"{base_url}/result.csv", device) == len(BODY)
+    assert stat.S_ISCHR(device.lstat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["mynull"]
+
+
+def test_a_symlink_is_followed_to_its_target(
+    base_url: str, tmp_path: Path, umask: None
+) -> None:
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "clean.csv"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    link = tmp_path / "link.csv"
+    link.symlink_to("real/clean.csv")
+    _get(f"{base_url}/result.csv", link)
+    assert link.is_symlink() and os.readlink(link) == "real/clean.csv"
+    assert target.read_bytes() == BODY
+    assert oct(_mode(target)) == oct(0o640)
+    assert [p.name for p in (tmp_path / "real").iterdir()] == ["clean.csv"]
+
+
+def test_a_dangling_symlink_makes_the_file_it_names(
+    base_url: str, tmp_path: Path, umask: None
+) -> None:
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    # Through a symlinked folder and `..`: real/sub/.., as the kernel reads
+    # it, not the tmp_path that trimming "alias/.." as text would give.
+    (tmp_path / "alias").symlink_to("real/sub")
+    link = tmp_path / "link.csv"
+    link.symlink_to("alias/../new.csv")
+    _get(f"{base_url}/result.csv", link)
+    assert link.is_symlink()
+    assert (tmp_path / "real" / "new.csv").read_bytes() == BODY
+    assert oct(_mode(tmp_path / "real" / "new.csv")) == oct(0o644)
+
+
+def test_a_folder_is_a_usage_error(base_url: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="is a folder"):
+        _get(f"{base_url}/result.csv", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_folder_is_a_usage_error_not_created(
+    base_url: str, tmp_path: Path
+) -> None:
+    with pytest.raises(UsageError, match="folder .*nowhere does not exist"):
+        _get(f"{base_url}/result.csv", tmp_path / "nowhere" / "clean.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_below_a_file_is_a_usage_error(base_url: str, tmp_path: Path) -> None:
+    (tmp_path / "plain").write_bytes(b"x")
+    with pytest.raises(UsageError, match="cannot write"):
+        _get(f"{base_url}/result.csv", tmp_path / "plain" / "clean.csv")
+
+
+def test_a_replaced_setuid_file_keeps_only_permission_bits(
+    base_url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "tool"
+    target.write_bytes(b"old")
+    target.chmod(0o4755 | stat.S_ISGID)
+    _get(f"{base_url}/result.csv", target)
+    assert oct(stat.S_IMODE(target.stat().st_mode)) == oct(0o755)
+
+
+def test_a_failed_download_through_a_symlink_leaves_the_target(
+    base_url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "clean.csv"
+    target.write_bytes(b"old")
+    (tmp_path / "link.csv").symlink_to("clean.csv")
+    with pytest.raises(TransferError, match="HTTP 404"):
+        _get(f"{base_url}/missing.csv", tmp_path / "link.csv")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.csv", "link.csv"]

@@ -496,6 +496,12 @@ class MutateClient:
 
         Without `destination`, the output's own file name in `directory`.
         """
+        # Before any call: a folder or a missing folder is the caller's
+        # mistake, found before a URL is made for nothing.
+        if destination is not None:
+            _transfer.check_destination(Path(destination))
+        elif not Path(directory).is_dir():
+            raise UsageError(f"cannot save into {directory}: no such folder")
         download = self.get_download(job_id)
         if destination is None:
             target = Path(directory) / safe_file_name(download.file_name, job_id)

@@ -18,7 +18,7 @@ from typing import TextIO, TypeVar
 
 from google.protobuf import message
 
-from mutate.client import _output
+from mutate.client import _output, _transfer
 from mutate.client._client import MutateClient
 from mutate.client._config_file import load_configuration
 from mutate.client._errors import ClientError
@@ -199,6 +199,7 @@ def parse_mask(text: str) -> list[str]:
 
 
 def jobs_submit(context: Context, args: argparse.Namespace) -> int:
+    _check_output(args)
     job = context.client.submit(
         Path(args.file),
         args.config,
@@ -216,6 +217,7 @@ def jobs_submit(context: Context, args: argparse.Namespace) -> int:
 
 
 def jobs_wait(context: Context, args: argparse.Namespace) -> int:
+    _check_output(args)
     return _wait_and_download(context, args, args.id)
 
 
@@ -241,6 +243,13 @@ def _wait_and_download(context: Context, args: argparse.Namespace, job_id: str) 
         context.show(job, lambda: _output.job_detail(job))
         context.note(f"saved {saved}")
     return OK
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse an `-o` that cannot be written (a folder, a missing folder)
+    before submitting or waiting, not once the job is done."""
+    if args.output not in (None, "-") and not getattr(args, "no_download", False):
+        _transfer.check_destination(Path(args.output))
 
 
 def _job_exit(context: Context, job: job_pb2.Job) -> int:
@@ -319,6 +328,7 @@ def jobs_download(context: Context, args: argparse.Namespace) -> int:
         download = context.client.get_download(args.id)
         context.show(download, lambda: download.url)
         return OK
+    _check_output(args)
     saved = _download(context, args.id, args.output)
     if args.output != "-":
         if context.json:
