@@ -129,6 +129,66 @@ async def test_gateway_rest_configuration_body_errors_name_the_field(
     assert _violated_fields(nested) == ["outputFormat.type"]
 
 
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        (
+            {"rules": [{"id": "b", "deleteRows": {"condition": 99}}]},
+            "rules[0].deleteRows.condition",
+            "99 is not one of CONTAINS, EQUALS, STARTS_WITH, REGEX, EMPTY",
+        ),
+        (
+            {"rules": [{"id": "b", "type": 99, "deleteRows": {"condition": "EMPTY"}}]},
+            "rules[0].type",
+            "99 is not one of SELECT_WORKSHEET, ",
+        ),
+        (
+            {"rules": [{"id": "b", "deleteRows": {"condition": 99, "value": "x"}}]},
+            "rules[0].deleteRows.condition",
+            "99 is not one of CONTAINS, ",
+        ),
+        ({"conversionType": 99}, "conversionType", "99 is not one of XLSX_TO_CSV"),
+        ({"conversionType": -1}, "conversionType", "-1 is not one of XLSX_TO_CSV"),
+        ({"outputFormat": {"type": 99}}, "outputFormat.type", "99 is not one of CSV"),
+        (
+            {"outputFormat": {"quoting": 42}},
+            "outputFormat.quoting",
+            "42 is not one of MINIMAL",
+        ),
+        ({"readOptions": {"values": 7}}, "readOptions.values", "7 is not one of RAW"),
+        (
+            {
+                "rules": [
+                    {
+                        "id": "u",
+                        "unmergeAndFill": {"columns": ["A"], "fillDirection": 9},
+                    }
+                ]
+            },
+            "rules[0].unmergeAndFill.fillDirection",
+            "9 is not one of DOWN, UP, NONE",
+        ),
+        (
+            {"rules": [{"id": "v", "validateColumns": {"onFailure": 9}}]},
+            "rules[0].validateColumns.onFailure",
+            "9 is not one of FAIL, WARN",
+        ),
+    ],
+)
+async def test_gateway_rest_undefined_enum_numbers_are_400(
+    rest: httpx.AsyncClient, changes: dict, field: str, message: str
+) -> None:
+    # proto3 enums are open: JSON numbers parse, but only defined ones may be
+    # saved (an undefined one crashed validation or acted as unset).
+    response = await rest.post("/v1/configurations", json={**CONFIGURATION, **changes})
+
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == 3
+    assert field in response.json()["message"]
+    assert message in response.json()["message"]
+    assert f"configuration.{field}" in _violated_fields(response)
+
+
 def _violated_fields(response: httpx.Response) -> list[str]:
     return [
         violation["field"]

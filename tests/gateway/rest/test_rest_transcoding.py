@@ -6,8 +6,11 @@ import base64
 import datetime
 
 import pytest
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
-from mutate.v1 import job_pb2
+from mutate.gateway.rest import _body_errors
+from mutate.v1 import configuration_pb2, job_pb2, public_api_pb2
 
 from .rest_fakes import API_KEY, RestStack, StackFactory
 
@@ -86,6 +89,97 @@ async def test_rest_wrong_field_type_in_body_is_400_naming_field(
         "conversionType" in response.json()["message"]
         or "conversion_type" in (response.json()["message"])
     )
+
+
+_INT32 = "-2147483648..2147483647"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "message"),
+    [
+        (
+            "/v1/configurations",
+            {**CONFIGURATION, "readOptions": {"headerRow": "three"}},
+            "readOptions.headerRow",
+            'field "readOptions.headerRow" must be a whole number, '
+            'not a string ("three")',
+        ),
+        (
+            "/v1/configurations",
+            {**CONFIGURATION, "readOptions": {"headerRow": 99999999999999999999}},
+            "readOptions.headerRow",
+            f'field "readOptions.headerRow" must be a whole number within range '
+            f"{_INT32}, not a number (99999999999999999999)",
+        ),
+        (
+            "/v1/jobs",
+            {"configurationId": "cfg_1", "configurationVersion": "latest"},
+            "configurationVersion",
+            'field "configurationVersion" must be a whole number, '
+            'not a string ("latest")',
+        ),
+        (
+            "/v1/jobs",
+            {"configurationId": "cfg_1", "fileContent": "not base64!!"},
+            "fileContent",
+            'field "fileContent" must be base64 data (standard or URL-safe '
+            'alphabet), not a string ("not base64!!")',
+        ),
+        (
+            "/v1/uploads",
+            {"fileName": "a.csv", "expiresIn": "1 hour"},
+            "expiresIn",
+            'field "expiresIn" must be a duration in seconds like "3600s" or '
+            '"1.5s", not a string ("1 hour")',
+        ),
+        (
+            "/v1/uploads",
+            {"fileName": "a.csv", "expiresIn": 3600},
+            "expiresIn",
+            'field "expiresIn" must be a duration in seconds like "3600s" or '
+            '"1.5s", not a number (3600)',
+        ),
+        (
+            "/v1/uploads",
+            {"fileName": "a.csv", "expiresIn": "99999999999999999s"},
+            "expiresIn",
+            'field "expiresIn" must be a duration within '
+            "-315576000000s..315576000000s, not a string "
+            '("99999999999999999s")',
+        ),
+    ],
+)
+async def test_rest_wrong_value_in_body_is_400_naming_its_path(
+    stack: RestStack, path: str, body: dict, field: str, message: str
+) -> None:
+    # protobuf's own words ("invalid literal for int()", "Value out of range",
+    # 'Duration must end with letter "s"') must not reach the client.
+    response = await stack.client.post(path, json=body)
+
+    assert response.status_code == 400, response.text
+    payload = response.json()
+    assert payload["code"] == 3
+    assert payload["message"] == f"invalid request body: {message}"
+    violation = payload["details"][0]
+    assert violation["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    assert [v["field"] for v in violation["fieldViolations"]] == [field]
+    assert not stack.gateway.calls
+
+
+async def test_body_explainer_accepts_what_json_format_accepts() -> None:
+    # The explainer names the first value it finds wrong; one that parses
+    # must not be it, or the real problem would be hidden behind it.
+    cases: list[tuple[type[Message], dict]] = [
+        (configuration_pb2.Configuration, {"readOptions": {"headerRow": "3"}}),
+        (configuration_pb2.Configuration, {"readOptions": {"headerRow": 2.0}}),
+        (configuration_pb2.Configuration, {"readOptions": {"headerRow": "2e1"}}),
+        (public_api_pb2.CreateJobRequest, {"fileContent": "aGVsbG8"}),
+        (public_api_pb2.CreateJobRequest, {"fileContent": "_-8="}),
+        (public_api_pb2.CreateUploadRequest, {"expiresIn": "1.5s"}),
+    ]
+    for message_class, data in cases:
+        json_format.ParseDict(data, message_class())
+        assert _body_errors.explain(message_class.DESCRIPTOR, data) is None, data
 
 
 async def test_rest_create_job_with_base64_content_and_idempotency_key(

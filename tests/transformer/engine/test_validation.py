@@ -263,3 +263,141 @@ def test_convert_refuses_invalid_configuration_before_reading() -> None:
     assert caught.value.code == "INVALID_CONFIGURATION"
     assert caught.value.rule_id == "d"
     assert caught.value.message.startswith("rules[0].deleteRows.condition:")
+
+
+_RULE_TYPES = (
+    "SELECT_WORKSHEET, VALIDATE_COLUMNS, UNMERGE_AND_FILL, DELETE_ROWS, "
+    "DELETE_COLUMNS, COMBINE_WORKSHEETS, EVALUATE_FORMULAS, REPLACE_CHARACTERS"
+)
+_CONVERSIONS = "XLSX_TO_CSV, XLSX_TO_JSON, CSV_TO_CSV, CSV_TO_JSON, JSON_TO_CSV"
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (
+            {
+                "conversionType": "CSV_TO_CSV",
+                "rules": [{"id": "b", "deleteRows": {"condition": 99}}],
+            },
+            (
+                "b",
+                "rules[0].deleteRows.condition",
+                "99 is not one of CONTAINS, EQUALS, STARTS_WITH, REGEX, EMPTY",
+            ),
+        ),
+        (
+            {
+                "conversionType": "CSV_TO_CSV",
+                "rules": [
+                    {"id": "b", "type": 99, "deleteRows": {"condition": "EMPTY"}}
+                ],
+            },
+            ("b", "rules[0].type", f"99 is not one of {_RULE_TYPES}"),
+        ),
+        (
+            {
+                "conversionType": "CSV_TO_CSV",
+                "rules": [{"id": "b", "deleteRows": {"condition": 99, "value": "x"}}],
+            },
+            (
+                "b",
+                "rules[0].deleteRows.condition",
+                "99 is not one of CONTAINS, EQUALS, STARTS_WITH, REGEX, EMPTY",
+            ),
+        ),
+        (
+            {"conversionType": 99},
+            ("", "conversionType", f"99 is not one of {_CONVERSIONS}"),
+        ),
+        (
+            {"conversionType": -1},
+            ("", "conversionType", f"-1 is not one of {_CONVERSIONS}"),
+        ),
+        (
+            {"conversionType": "CSV_TO_CSV", "outputFormat": {"type": 99}},
+            ("", "outputFormat.type", "99 is not one of CSV, JSON, NDJSON"),
+        ),
+        (
+            {"conversionType": "CSV_TO_CSV", "outputFormat": {"quoting": 42}},
+            (
+                "",
+                "outputFormat.quoting",
+                "42 is not one of MINIMAL, ALL, NON_NUMERIC, NONE",
+            ),
+        ),
+        (
+            {"conversionType": "XLSX_TO_CSV", "readOptions": {"values": 7}},
+            ("", "readOptions.values", "7 is not one of RAW, DISPLAYED"),
+        ),
+        (
+            {
+                "conversionType": "XLSX_TO_CSV",
+                "rules": [
+                    {
+                        "id": "u",
+                        "unmergeAndFill": {"columns": ["A"], "fillDirection": 9},
+                    }
+                ],
+            },
+            (
+                "u",
+                "rules[0].unmergeAndFill.fillDirection",
+                "9 is not one of DOWN, UP, NONE",
+            ),
+        ),
+        (
+            {
+                "conversionType": "XLSX_TO_CSV",
+                "rules": [
+                    {"id": "s", "selectWorksheet": {"index": 0}},
+                    {
+                        "id": "v",
+                        "validateColumns": {"numOfColumns": 2, "onFailure": 9},
+                    },
+                ],
+            },
+            ("v", "rules[1].validateColumns.onFailure", "9 is not one of FAIL, WARN"),
+        ),
+    ],
+)
+def test_undefined_enum_numbers_are_refused(
+    document: dict[str, Any], expected: tuple[str, str, str]
+) -> None:
+    # proto3 enums are open: JSON numbers parse whether or not a value has them.
+    assert problems(document) == [expected]
+
+
+def test_every_undefined_enum_is_reported() -> None:
+    found = problems(
+        {
+            "conversionType": 9,
+            "readOptions": {"missingFormulaValues": 5, "hiddenContent": 4},
+            "outputFormat": {"type": 7},
+            "rules": [{"id": "c", "combineWorksheets": {"method": 3}}],
+        }
+    )
+    assert sorted(field for _, field, _ in found) == [
+        "conversionType",
+        "outputFormat.type",
+        "readOptions.hiddenContent",
+        "readOptions.missingFormulaValues",
+        "rules[0].combineWorksheets.method",
+    ]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"rules": [{"id": "b", "deleteRows": {"condition": 99, "value": "x"}}]},
+        {"rules": [{"id": "b", "type": 99, "deleteRows": {"condition": "EMPTY"}}]},
+        {"conversionType": 99},
+        {"outputFormat": {"type": 99}},
+    ],
+)
+def test_convert_refuses_undefined_enums(document: dict[str, Any]) -> None:
+    # A job's snapshot may predate validation: the engine must not crash on it.
+    with pytest.raises(EngineError) as caught:
+        convert(b"a,b\n1,2\n", "x.csv", configuration(document), io.BytesIO())
+    assert caught.value.code == "INVALID_CONFIGURATION"
+    assert " is not one of " in caught.value.message

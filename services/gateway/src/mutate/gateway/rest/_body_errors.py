@@ -5,28 +5,51 @@ protobuf's ParseError text is written for programmers: it names internal types
 and lists the known fields as a Python list. When parsing fails, `explain`
 walks the body along the message descriptor and describes the first problem
 it finds: the field's JSON path as the client wrote it, what was wrong, and,
-for an unknown name close to a known one, "did you mean". Problems the walk
-does not look for (a malformed timestamp, an integer out of range) keep
-protobuf's words, without its nesting.
+for an unknown name close to a known one, "did you mean". Values are checked
+the way json_format reads them (integers in range, base64 bytes, durations and
+timestamps in their JSON forms), so its exceptions (`invalid literal for
+int()`, `Value out of range`) do not reach the client. Problems the walk does
+not look for keep protobuf's words, without its nesting.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import descriptor
+from google.protobuf import descriptor, duration_pb2, timestamp_pb2
 
 from mutate.gateway.rest import _fields
 
 FD = descriptor.FieldDescriptor
 
-_INTEGERS = frozenset(
-    {FD.CPPTYPE_INT32, FD.CPPTYPE_INT64, FD.CPPTYPE_UINT32, FD.CPPTYPE_UINT64}
-)
+# The values each integer type holds (protobuf's "Value out of range").
+_INTEGER_RANGES = {
+    FD.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
+    FD.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
+    FD.CPPTYPE_UINT32: (0, 2**32 - 1),
+    FD.CPPTYPE_UINT64: (0, 2**64 - 1),
+}
+# Well-known types written as a JSON string: what to say is expected.
+_STRING_FORMS: dict[
+    str, tuple[type[duration_pb2.Duration] | type[timestamp_pb2.Timestamp], str]
+] = {
+    "google.protobuf.Duration": (
+        duration_pb2.Duration,
+        'a duration in seconds like "3600s" or "1.5s"',
+    ),
+    "google.protobuf.Timestamp": (
+        timestamp_pb2.Timestamp,
+        'an RFC 3339 timestamp like "2024-01-31T09:30:00Z"',
+    ),
+}
+_DURATION_SHAPE = re.compile(r"-?\d+(\.\d+)?s")
+_MAX_DURATION_SECONDS = 315_576_000_000  # ±10,000 years, as protobuf allows
 _FLOATS = frozenset({FD.CPPTYPE_DOUBLE, FD.CPPTYPE_FLOAT})
 _SHOWN_VALUE_CHARS = 40
 _LISTED_NAMES = 20
@@ -109,24 +132,104 @@ def _single(field: FD, value: Any, path: str) -> BodyProblem | None:
     if value is None:
         return BodyProblem(path, f"{_named(path)} must not be null")
     if cpp == FD.CPPTYPE_MESSAGE:
-        nested = _fields.message_type(field)
-        if nested.full_name.startswith("google.protobuf."):
-            return None  # timestamps, durations, wrappers: protobuf's words
-        return _object(nested, value, path)
+        return _message(_fields.message_type(field), value, path)
     if cpp == FD.CPPTYPE_ENUM:
         return _enum(_fields.enum_type(field), value, path)
     if cpp == FD.CPPTYPE_BOOL and not isinstance(value, bool):
         return _wrong_type(path, "true or false", value)
-    if cpp == FD.CPPTYPE_STRING and not isinstance(value, str):
-        what = "a base64 string" if field.type == FD.TYPE_BYTES else "a string"
-        return _wrong_type(path, what, value)
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if cpp in _INTEGERS:
-        whole = isinstance(value, int) or (is_number and float(value).is_integer())
-        if not (whole or isinstance(value, str)):
-            return _wrong_type(path, "a whole number", value)
-    if cpp in _FLOATS and not (is_number or isinstance(value, str)):
-        return _wrong_type(path, "a number", value)
+    if cpp == FD.CPPTYPE_STRING:
+        if field.type == FD.TYPE_BYTES:
+            return _bytes(value, path)
+        if not isinstance(value, str):
+            return _wrong_type(path, "a string", value)
+    if cpp in _INTEGER_RANGES:
+        return _integer(_INTEGER_RANGES[cpp], value, path)
+    if cpp in _FLOATS and _as_float(value) is None:
+        too_big = isinstance(value, int) and not isinstance(value, bool)
+        return _wrong_type(path, "a finite number" if too_big else "a number", value)
+    return None
+
+
+def _message(
+    nested: descriptor.Descriptor, value: Any, path: str
+) -> BodyProblem | None:
+    name = nested.full_name
+    if name in _STRING_FORMS:
+        return _string_form(name, value, path)
+    if name.startswith("google.protobuf."):
+        # Wrappers (Int32Value, StringValue…) are written as their one value.
+        wrapped = nested.fields_by_name.get("value")
+        if name.endswith("Value") and wrapped is not None:
+            return _single(wrapped, value, path)
+        return None  # Struct, Value, FieldMask, Any: protobuf's words
+    return _object(nested, value, path)
+
+
+def _string_form(name: str, value: Any, path: str) -> BodyProblem | None:
+    message_class, expected = _STRING_FORMS[name]
+    if not isinstance(value, str):
+        return _wrong_type(path, expected, value)
+    try:
+        message_class().FromJsonString(value)
+    except ValueError:
+        if name == "google.protobuf.Duration" and _DURATION_SHAPE.fullmatch(value):
+            limit = _MAX_DURATION_SECONDS
+            expected = f"a duration within -{limit}s..{limit}s"
+        return _wrong_type(path, expected, value)
+    return None
+
+
+def _integer(bounds: tuple[int, int], value: Any, path: str) -> BodyProblem | None:
+    number = _as_integer(value)
+    if number is None:
+        return _wrong_type(path, "a whole number", value)
+    low, high = bounds
+    if not low <= number <= high:
+        return _wrong_type(path, f"a whole number within range {low}..{high}", value)
+    return None
+
+
+def _as_integer(value: Any) -> int | None:
+    """`value` as json_format reads an integer (3, 3.0, "3", "3e2"), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        if " " in value:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    number = _as_float(value)
+    if number is None or not number.is_integer():
+        return None  # also NaN and the infinities
+    return int(number)
+
+
+def _as_float(value: Any) -> float | None:
+    """`value` as json_format reads a float, or None."""
+    if isinstance(value, bool):
+        return None
+    if not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)  # strings too: "1.5", "NaN", "Infinity"
+    except (ValueError, OverflowError):  # OverflowError: a 400-digit integer
+        return None
+
+
+def _bytes(value: Any, path: str) -> BodyProblem | None:
+    expected = "base64 data (standard or URL-safe alphabet)"
+    if not isinstance(value, str):
+        return _wrong_type(path, expected, value)
+    # Decoded the way json_format does: padding added, then lenient decoding.
+    encoded = value.encode("utf-8")
+    try:
+        base64.urlsafe_b64decode(encoded + b"=" * (4 - len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        return _wrong_type(path, expected, value)
     return None
 
 

@@ -7,6 +7,9 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from google.protobuf import descriptor
+from google.protobuf.message import Message
+
 from mutate.v1 import configuration_pb2 as cfg
 
 from ._rules import parse_row_ranges
@@ -36,6 +39,10 @@ _TEXT_INPUTS = {cfg.CSV_TO_CSV, cfg.CSV_TO_JSON, cfg.JSON_TO_CSV}
 _CSV_OUTPUTS = {cfg.XLSX_TO_CSV, cfg.CSV_TO_CSV, cfg.JSON_TO_CSV}
 
 
+#: (field path below the checked part, message) pairs.
+Found = Iterator[tuple[str, str]]
+
+
 @dataclass(frozen=True)
 class _Problem:
     rule_id: str
@@ -59,6 +66,12 @@ def validate_configuration(
 
 
 def _problems(configuration: cfg.Configuration) -> Iterator[_Problem]:
+    undefined = list(_undefined_enums(configuration))
+    if undefined:
+        # proto3 enums are open: JSON `99` parses. Every other check (and the
+        # engine) reads enums by name, and what a rule means depends on them.
+        yield from undefined
+        return
     yield from _check_options(configuration)
     ids: dict[str, int] = {}
     for index, rule in enumerate(configuration.rules):
@@ -75,6 +88,41 @@ def _problems(configuration: cfg.Configuration) -> Iterator[_Problem]:
             ids[rule.id] = index
     for index, rule in enumerate(configuration.rules):
         yield from _check_rule(configuration, index, rule, ids)
+
+
+def _undefined_enums(configuration: cfg.Configuration) -> Iterator[_Problem]:
+    """Enum fields anywhere in the configuration holding an undefined number."""
+    for field_path, message in _undefined_in_message(configuration, ""):
+        rule = re.match(r"rules\[(\d+)\]", field_path)
+        rule_id = configuration.rules[int(rule.group(1))].id if rule else ""
+        yield _Problem(rule_id, field_path, message)
+
+
+def _undefined_in_message(message: Message, path: str) -> Found:
+    for field, value in message.ListFields():
+        where = f"{path}.{field.json_name}" if path else field.json_name
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            value_field = entry.fields_by_name["value"]
+            for key, item in value.items():
+                yield from _undefined_in_value(value_field, item, f"{where}.{key}")
+        elif field.is_repeated:
+            for index, item in enumerate(value):
+                yield from _undefined_in_value(field, item, f"{where}[{index}]")
+        else:
+            yield from _undefined_in_value(field, value, where)
+
+
+def _undefined_in_value(
+    field: descriptor.FieldDescriptor, value: object, path: str
+) -> Found:
+    enum = field.enum_type
+    if enum is not None and isinstance(value, int):
+        if value not in enum.values_by_number:
+            named = ", ".join(v.name for v in enum.values if v.number != 0)
+            yield path, f"{value} is not one of {named}"
+    elif isinstance(value, Message):
+        yield from _undefined_in_message(value, path)
 
 
 def _check_options(configuration: cfg.Configuration) -> Iterator[_Problem]:
@@ -192,9 +240,6 @@ def _regex_error(pattern: str) -> str | None:
     except re.error as exc:
         return f"invalid regular expression: {exc}"
     return None
-
-
-Found = Iterator[tuple[str, str]]
 
 
 def _select(params: cfg.SelectWorksheet, *_: object) -> Found:
