@@ -161,6 +161,20 @@ async def test_list_configurations_searches_and_pages(tenant: Tenant) -> None:
             ),
             "sheet",
         ),
+        (
+            csv_configuration(
+                rules=[
+                    configuration_pb2.Rule(
+                        id=f"r{i}",
+                        delete_rows=configuration_pb2.DeleteRows(
+                            condition=configuration_pb2.DeleteRows.EMPTY
+                        ),
+                    )
+                    for i in range(1001)
+                ]
+            ),
+            "at most 1000 rules; this one has 1001",
+        ),
     ],
 )
 async def test_invalid_configurations_are_refused_with_the_reason(

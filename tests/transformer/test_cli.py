@@ -107,6 +107,54 @@ def test_invalid_rule_refused_with_path(
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "status", "words"),
+    [
+        # Not a Configuration in proto3 JSON: a usage error, like a bad flag.
+        ('{"rules": [', 2, "invalid configuration "),
+        ('{"conversionType": "XLSX_TO_CVS"}', 2, "XLSX_TO_CVS"),
+        # Parses, refused by validation as the API would refuse it: 1.
+        ('{"conversionType": 99}', 1, "INVALID_CONFIGURATION: conversionType: 99"),
+        (
+            json.dumps(
+                {
+                    "rules": [
+                        {"id": f"r{i}", "deleteRows": {"condition": "EMPTY"}}
+                        for i in range(1001)
+                    ]
+                }
+            ),
+            1,
+            "INVALID_CONFIGURATION: rules: a configuration may hold at most 1000",
+        ),
+    ],
+)
+def test_exit_status_of_bad_configurations(
+    tmp_path: Path,
+    book: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    status: int,
+    words: str,
+) -> None:
+    config = _write(tmp_path, "c.json", text)
+    assert convert_command([str(book), "--config", str(config)]) == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert words in err
+
+
+def test_bad_limit_variable_exits_1(
+    book: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MUTATE_LIMIT_MAX_CELLS", "lots")
+    assert convert_command([str(book)]) == 1
+    assert capsys.readouterr().err == (
+        "mutate-transformer convert: INVALID_CONFIGURATION: "
+        "MUTATE_LIMIT_MAX_CELLS='lots' is not a number\n"
+    )
+
+
 def test_failure_leaves_no_output_and_writes_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,7 +11,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from mutate.common.service_settings import CommonSettings, NatsSettings
 from mutate.common.settings import SettingsError, describe, load
-from mutate.gateway.rest import HTTP_STATUS_BY_CODE, RestSettings
+from mutate.gateway import public_errors
+from mutate.gateway.rest import HTTP_STATUS_BY_CODE, RestSettings, _errors
 from mutate.gateway.rest._errors import from_rpc_error
 
 
@@ -128,6 +129,11 @@ def test_only_an_input_over_the_limit_is_413(
 
     assert error.http_status == http
     assert error.code == code.value[0]
+
+
+def test_rest_file_too_large_reason_is_the_gateways() -> None:
+    # The REST package keeps its own copy of the name: the two must not drift.
+    assert _errors.FILE_TOO_LARGE == public_errors.FILE_TOO_LARGE
 
 
 def test_garbage_details_trailer_keeps_the_error() -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mutate.transformer.engine._validation import MAX_RULES
+
 from ..conftest import MAX_INPUT_BYTES
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -187,6 +189,38 @@ async def test_gateway_rest_undefined_enum_numbers_are_400(
     assert field in response.json()["message"]
     assert message in response.json()["message"]
     assert f"configuration.{field}" in _violated_fields(response)
+
+
+async def test_gateway_rest_too_many_rules_is_400_on_create_and_update(
+    rest: httpx.AsyncClient,
+) -> None:
+    rules = [
+        {"id": f"r{i}", "deleteRows": {"condition": "EMPTY"}}
+        for i in range(MAX_RULES + 1)
+    ]
+    created = await _configuration(rest)
+
+    create = await rest.post(
+        "/v1/configurations", json={**CONFIGURATION, "rules": rules}
+    )
+    update = await rest.patch(
+        f"/v1/configurations/{created['id']}",
+        params={"updateMask": "rules"},
+        json={"rules": rules},
+    )
+
+    for response in (create, update):
+        assert response.status_code == 400, response.text
+        body = response.json()
+        assert body["code"] == 3
+        assert (
+            f"at most {MAX_RULES} rules; this one has {MAX_RULES + 1}"
+            in (body["message"])
+        )
+        assert _violated_fields(response) == ["configuration.rules"]
+        assert "INVALID_CONFIGURATION" in [d.get("reason") for d in body["details"]]
+    current = await rest.get(f"/v1/configurations/{created['id']}")
+    assert current.json()["version"] == created["version"]
 
 
 def _violated_fields(response: httpx.Response) -> list[str]:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from mutate.gateway.rest import _body_errors
+from mutate.gateway.rest._errors import ERROR_INFO_TYPE
 from mutate.v1 import configuration_pb2, job_pb2, public_api_pb2
 
 from .rest_fakes import API_KEY, RestStack, StackFactory
@@ -253,21 +257,71 @@ async def test_rest_body_on_get_is_ignored(stack: RestStack) -> None:
     assert response.json()["allOrganizations"] is False
 
 
-async def test_rest_oversized_body_is_413_json(make_stack: StackFactory) -> None:
+async def _post_oversized(
+    stack: RestStack, path: str, body: dict[str, Any], *, chunked: bool
+) -> dict[str, Any]:
+    """POST `body`; `chunked` sends it without a Content-Length, in pieces."""
+    payload = json.dumps(body).encode()
+    if chunked:
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for start in range(0, len(payload), 300):
+                yield payload[start : start + 300]
+
+        response = await stack.client.post(path, content=pieces())
+    else:
+        response = await stack.client.post(path, content=payload)
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == 8
+    return response.json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_rest_oversized_inline_job_says_how_to_send_the_file(
+    make_stack: StackFactory, chunked: bool
+) -> None:
+    stack = await make_stack(http_max_body_bytes=1000)
+    job = {
+        "configurationId": "c",
+        "fileContent": base64.b64encode(b"x" * 2000).decode(),
+    }
+
+    body = await _post_oversized(stack, "/v1/jobs", job, chunked=chunked)
+
+    assert body["message"] == (
+        "request body is larger than the limit of 1000 bytes; send larger files "
+        "as multipart/form-data with the file in a part named 'file' "
+        "(POST /v1/jobs), or through a presigned upload (POST /v1/uploads, PUT "
+        "the file to its url, then create the job with uploadId set to its id)"
+    )
+    assert body["details"] == [
+        {"@type": ERROR_INFO_TYPE, "reason": "FILE_TOO_LARGE", "domain": "mutate"}
+    ]
+    assert not [c for c in stack.gateway.calls if c.method == "CreateJob"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # A job without an inline file: nothing to send another way.
+        ("/v1/jobs", {"configurationId": "c", "clientReference": "r" * 2000}),
+        ("/v1/configurations", {**CONFIGURATION, "description": "d" * 2000}),
+    ],
+)
+async def test_rest_other_oversized_bodies_are_413_without_a_reason(
+    make_stack: StackFactory, chunked: bool, path: str, body: dict[str, Any]
+) -> None:
     stack = await make_stack(http_max_body_bytes=1000)
 
-    response = await stack.client.post(
-        "/v1/jobs",
-        json={
-            "configurationId": "c",
-            "fileContent": base64.b64encode(b"x" * 2000).decode(),
-        },
-    )
+    refused = await _post_oversized(stack, path, body, chunked=chunked)
 
-    assert response.status_code == 413
-    assert response.json()["code"] == 8
-    assert "1000" in response.json()["message"]
-    assert not [c for c in stack.gateway.calls if c.method == "CreateJob"]
+    assert refused == {
+        "code": 8,
+        "message": "request body is larger than the limit of 1000 bytes",
+        "details": [],
+    }
+    assert not stack.gateway.calls
 
 
 # ---------------------------------------------------------------- paths and query

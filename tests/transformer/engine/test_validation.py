@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from mutate.transformer.engine import EngineError, convert, validate_configuration
+from mutate.transformer.engine._validation import MAX_RULES
 
 from .conftest import configuration
 
@@ -168,6 +169,28 @@ def test_duplicate_and_missing_ids() -> None:
     ) == [
         ("a", "rules[1].id", "id 'a' is already used by rules[0]"),
         ("", "rules[2].id", "every rule needs an id"),
+    ]
+
+
+def _rules(count: int) -> list[dict[str, Any]]:
+    return [{"id": f"r{i}", "deleteRows": {"condition": "EMPTY"}} for i in range(count)]
+
+
+def test_rules_up_to_the_limit_are_valid() -> None:
+    assert problems({"conversionType": "CSV_TO_CSV", "rules": _rules(MAX_RULES)}) == []
+
+
+def test_more_rules_than_the_limit_is_one_problem() -> None:
+    # Duplicate ids and an undefined enum as well: past the limit nothing else
+    # is walked, so the answer stays one line whatever the list holds.
+    rules = [*_rules(MAX_RULES), {"id": "r0", "deleteRows": {"condition": 99}}]
+    assert problems({"rules": rules}) == [
+        (
+            "",
+            "rules",
+            f"a configuration may hold at most {MAX_RULES} rules; "
+            f"this one has {MAX_RULES + 1}",
+        )
     ]
 
 

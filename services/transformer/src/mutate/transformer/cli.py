@@ -5,9 +5,17 @@
 
 CONFIG.json is the proto3 JSON of `mutate.v1.Configuration` (as in
 examples/configurations/), unknown fields refused. The result goes to OUT, or
-to stdout; it is written only when the conversion succeeds. Exit status: 0 on
-success, 1 when the file cannot be converted, 2 for a bad command line or
-configuration; the reason is one line on stderr.
+to stdout; it is written only when the conversion succeeds. Exit status:
+
+    0  success
+    1  the file cannot be converted, or the configuration parses but fails
+       validation (INVALID_CONFIGURATION, as the API would refuse it), or a
+       MUTATE_LIMIT_* variable is not a positive number
+    2  a bad command line: arguments, an input, output or log file that cannot
+       be read or written, a configuration file that is not valid proto3 JSON
+       of a Configuration (syntax, unknown field, enum name)
+
+The reason is one line on stderr.
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ EXIT_USAGE = 2
 
 
 class _Usage(Exception):
-    """A command-line or configuration mistake (exit status 2)."""
+    """A command-line mistake, or a configuration file that does not parse
+    (exit status 2); a configuration that parses but is refused by validation
+    is an EngineError (exit status 1)."""
 
 
 def convert_command(argv: list[str]) -> int:

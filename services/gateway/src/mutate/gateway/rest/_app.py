@@ -61,6 +61,12 @@ MULTIPART_TARGETS = {"mutate.v1.JobService.CreateJob": "UploadJob"}
 # The form part carrying the file, and the request field it stands for.
 FILE_PART = "file"
 FILE_FIELD = "file_content"
+# A JSON job body over the size limit that holds the file inline is told to
+# use a form or a presigned upload instead; the file field's key in proto3
+# JSON, either spelling. Looked for in the body's first bytes only: the fields
+# that may come before it are ids, names and URLs.
+_INLINE_FILE_KEYS = (b'"fileContent"', b'"file_content"')
+_INLINE_FILE_PEEK_BYTES = 64 * 1024
 
 _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS = [
@@ -73,6 +79,14 @@ _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 class ClientDisconnected(Exception):
     """The HTTP client went away before its request was read."""
+
+
+class _BodyTooLarge(Exception):
+    """A request body over the limit, with the first bytes that were read."""
+
+    def __init__(self, head: bytes) -> None:
+        super().__init__()
+        self.head = head
 
 
 @dataclass(frozen=True)
@@ -245,13 +259,30 @@ class RestApp:
             return await self._serve_multipart(endpoint, match, scope, receive, send)
         body = b""
         if match.route.body:
-            body = await _read_body(scope, receive, self._settings.http_max_body_bytes)
+            body = await self._read_json_body(endpoint, scope, receive, path)
         request = endpoint.builder.build(
             match.variables, scope.get("query_string", b""), body
         )
         if match.route.server_streaming:
             return await self._serve_stream(endpoint, request, metadata, receive, send)
         return await self._serve_unary(endpoint, request, metadata, send)
+
+    async def _read_json_body(
+        self, endpoint: _Endpoint, scope: Scope, receive: Receive, path: str
+    ) -> bytes:
+        limit = self._settings.http_max_body_bytes
+        # Only the routes that take a multipart file have an alternative to
+        # offer; other oversized bodies are refused as soon as that is known.
+        job_route = endpoint.upload_call is not None
+        peek = min(limit, _INLINE_FILE_PEEK_BYTES) if job_route else 0
+        try:
+            return await _read_body(scope, receive, limit, peek=peek)
+        except _BodyTooLarge as exc:
+            if any(key in exc.head for key in _INLINE_FILE_KEYS):
+                raise _errors.inline_file_too_large(
+                    limit, path=path, file_part=FILE_PART
+                ) from None
+            raise _errors.payload_too_large(limit) from None
 
     # ------------------------------------------------------------ unary
 
@@ -549,35 +580,57 @@ def _is_multipart(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def _check_content_length(scope: Scope, limit: int) -> None:
+def _declared_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                length = int(value)
+                return int(value)
             except ValueError:
                 raise _errors.bad_request(
                     "content-length is not a number", field="content-length"
                 ) from None
-            if length > limit:
-                raise _errors.payload_too_large(limit)
-            return
+    return None
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    _check_content_length(scope, limit)
-    chunks = []
+def _check_content_length(scope: Scope, limit: int) -> None:
+    length = _declared_length(scope)
+    if length is not None and length > limit:
+        raise _errors.payload_too_large(limit)
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int, *, peek: int) -> bytes:
+    """The whole body, at most `limit` bytes, else `_BodyTooLarge` with its
+    first `peek` bytes (read up to there even when the declared length is
+    already over the limit)."""
+    chunks: list[bytes] = []
     size = 0
-    while True:
+    length = _declared_length(scope)
+    too_large = length is not None and length > limit
+    while not too_large or size < peek:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            raise _errors.payload_too_large(limit)
         chunks.append(chunk)
-        if not message.get("more_body", False):
+        more = message.get("more_body", False)
+        if size > limit:
+            too_large = True
+        elif not more and not too_large:
             return b"".join(chunks)
+        if not more:
+            break  # the body ended, over the limit or short of its declared length
+    raise _BodyTooLarge(_head(chunks, peek))
+
+
+def _head(chunks: list[bytes], size: int) -> bytes:
+    """The first `size` bytes of `chunks`, without joining all of them."""
+    head = bytearray()
+    for chunk in chunks:
+        if len(head) >= size:
+            break
+        head += chunk[: size - len(head)]
+    return bytes(head)
 
 
 async def _limited_stream(receive: Receive, limit: int) -> AsyncGenerator[bytes]:

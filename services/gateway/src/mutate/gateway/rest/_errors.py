@@ -54,10 +54,14 @@ HTTP_STATUS_BY_CODE: Mapping[int, int] = {
     code_pb2.DATA_LOSS: 500,
 }
 
+# The gateway's reason for an input file over a size limit
+# (public_errors.FILE_TOO_LARGE; this package imports nothing of the gateway).
+FILE_TOO_LARGE = "FILE_TOO_LARGE"
+
 # ErrorInfo reasons that are more precise than their gRPC code's status:
 # an input over the gateway's size limit (INVALID_ARGUMENT, so 400 by the
 # table) is HTTP's own 413 Payload Too Large.
-HTTP_STATUS_BY_REASON: Mapping[str, int] = {"FILE_TOO_LARGE": 413}
+HTTP_STATUS_BY_REASON: Mapping[str, int] = {FILE_TOO_LARGE: 413}
 
 # Statuses whose RetryInfo detail also becomes a Retry-After header.
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -111,6 +115,25 @@ def payload_too_large(limit: int) -> RestError:
     return RestError(
         code_pb2.RESOURCE_EXHAUSTED,
         f"request body is larger than the limit of {limit} bytes",
+        http_status=413,
+    )
+
+
+def inline_file_too_large(limit: int, *, path: str, file_part: str) -> RestError:
+    """A JSON job body over `limit` because of its inline file: what to do instead.
+
+    The code stays the one of every body over the limit; the reason is the one
+    a client already handles for a file over the gateway's input limit.
+    """
+    detail = {"@type": ERROR_INFO_TYPE, "reason": FILE_TOO_LARGE, "domain": "mutate"}
+    return RestError(
+        code_pb2.RESOURCE_EXHAUSTED,
+        f"request body is larger than the limit of {limit} bytes; send larger "
+        f"files as multipart/form-data with the file in a part named "
+        f"{file_part!r} (POST {path}), or through a presigned upload "
+        "(POST /v1/uploads, PUT the file to its url, then create the job with "
+        "uploadId set to its id)",
+        details=[detail],
         http_status=413,
     )
 

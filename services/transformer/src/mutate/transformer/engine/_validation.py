@@ -15,7 +15,13 @@ from mutate.v1 import configuration_pb2 as cfg
 from ._rules import parse_row_ranges
 from ._values import column_index
 
-__all__ = ["validate_configuration", "PARAM_FIELDS", "RULE_TYPE_OF"]
+__all__ = ["validate_configuration", "MAX_RULES", "PARAM_FIELDS", "RULE_TYPE_OF"]
+
+#: Most rules one configuration may hold. Real ones hold a handful (the
+#: examples 3 to 5); most rules are another pass over the whole table, and every
+#: saved version stores the whole list, so a far longer one is a mistake or
+#: abuse: 100,000 rules (5.5 MB of JSON) used to be accepted and stored.
+MAX_RULES = 1000
 
 #: oneof field name → rule type.
 RULE_TYPE_OF: dict[str, cfg.RuleType.ValueType] = {
@@ -66,6 +72,16 @@ def validate_configuration(
 
 
 def _problems(configuration: cfg.Configuration) -> Iterator[_Problem]:
+    if len(configuration.rules) > MAX_RULES:
+        # One problem, not one per rule: walking them would cost as much as
+        # the abuse this limit stops.
+        yield _Problem(
+            "",
+            "rules",
+            f"a configuration may hold at most {MAX_RULES} rules; this one has "
+            f"{len(configuration.rules)}",
+        )
+        return
     undefined = list(_undefined_enums(configuration))
     if undefined:
         # proto3 enums are open: JSON `99` parses. Every other check (and the
