@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -223,6 +224,25 @@ def test_platform_runs_services_in_order_and_stops_them(
     assert wait_gone(pids) == []
     assert processes_mentioning(str(home)) == []
     assert not platform.state_path.exists()
+
+
+def test_a_port_held_for_a_moment_is_waited_for(home: Path) -> None:
+    # As a process forked while the ports were being picked holds them
+    # until it execs.
+    names = list(DEFAULT_PORTS)
+    ports = dict(zip(names, _proc.free_ports(len(names)), strict=True))
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", ports["nats"]))
+    releasing = threading.Timer(0.3, holder.close)
+    releasing.start()
+    platform = Platform(PlatformConfig(home=home, ports=ports))
+    try:
+        platform._check_ports()
+    finally:
+        releasing.join()
+        holder.close()
+
+    assert _proc.port_is_free("127.0.0.1", ports["nats"])
 
 
 def test_platform_refuses_a_busy_port_before_starting_anything(home: Path) -> None:

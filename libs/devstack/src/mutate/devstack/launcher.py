@@ -15,6 +15,7 @@ import getpass
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from mutate.devstack.servers import (
 )
 
 logger = logging.getLogger(__name__)
+# How long a busy port may take to come free before start-up refuses it.
+_PORT_SETTLE_SECONDS = 2.0
 
 HOME_VARIABLE = "MUTATE_DEV_HOME"
 PORT_VARIABLE_PREFIX = "MUTATE_DEV_PORT_"
@@ -287,12 +290,20 @@ class Platform:
         Else a busy port shows up late, as one server's or service's
         traceback, after everything before it has started.
         """
-        busy = [
-            (name, port)
-            for name, port in self.config.ports.items()
-            if not (self.config.only_infra and name in SERVICE_PORT_NAMES)
-            and not _proc.port_is_free("127.0.0.1", port)
-        ]
+        # A port picked a moment ago as free can look taken for a few ms: a
+        # process forked by another thread while the picker held its sockets
+        # keeps copies of them until it execs (slow on a loaded machine).
+        deadline = time.monotonic() + _PORT_SETTLE_SECONDS
+        while True:
+            busy = [
+                (name, port)
+                for name, port in self.config.ports.items()
+                if not (self.config.only_infra and name in SERVICE_PORT_NAMES)
+                and not _proc.port_is_free("127.0.0.1", port)
+            ]
+            if not busy or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         if busy:
             taken = ", ".join(f"{port} ({name})" for name, port in busy)
             name = busy[0][0]
