@@ -9,7 +9,11 @@ import json
 import pytest
 from google.protobuf import json_format
 
-from mutate.transformer.engine import convert, validate_configuration
+from mutate.transformer.engine import (
+    ConversionResult,
+    convert,
+    validate_configuration,
+)
 from mutate.v1 import configuration_pb2 as cfg
 
 from .conftest import REPO_ROOT, corpus_dir
@@ -30,41 +34,42 @@ MERGED_SCHEDULE_CSV = (
 )
 
 
-def test_every_example_has_a_target() -> None:
-    assert sorted(p.name for p in EXAMPLES.glob("*.json")) == sorted(TARGETS)
-
-
-@pytest.mark.parametrize("name", sorted(TARGETS))
-def test_example_configuration_runs(name: str) -> None:
+def _run_example(name: str) -> tuple[cfg.Configuration, ConversionResult, bytes]:
+    """The example parsed (unknown fields refused) and run on its corpus
+    file: the configuration, the result and the output."""
     configuration = cfg.Configuration()
     json_format.Parse(
         (EXAMPLES / name).read_text(encoding="utf-8"),
         configuration,
         ignore_unknown_fields=False,
     )
-    assert list(validate_configuration(configuration)) == []
-    file_name, rows, columns = TARGETS[name]
+    file_name = TARGETS[name][0]
     data = (corpus_dir() / "files" / file_name).read_bytes()
     output = io.BytesIO()
     result = convert(data, file_name, configuration, output)
+    return configuration, result, output.getvalue()
+
+
+def test_every_example_has_a_target() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.json")) == sorted(TARGETS)
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_example_configuration_runs(name: str) -> None:
+    configuration, result, output = _run_example(name)
+    assert list(validate_configuration(configuration)) == []
+    _, rows, columns = TARGETS[name]
     assert (result.rows, result.columns) == (rows, columns)
     assert [e.outcome for e in result.execution_log] == [1] * len(configuration.rules)
     if result.file_extension == ".json":
-        records = json.loads(output.getvalue())
+        records = json.loads(output)
         assert len(records) == rows and all(len(r) == columns for r in records)
 
 
 def test_kansas_cleanup_drops_the_two_cost_columns() -> None:
     """Its description says it drops the cost columns: those, not others."""
-    configuration = cfg.Configuration()
-    json_format.Parse(
-        (EXAMPLES / "kansas-csv-cleanup.json").read_text(encoding="utf-8"),
-        configuration,
-    )
-    data = (corpus_dir() / "files" / "csvkit_ks_1033_data.csv").read_bytes()
-    output = io.BytesIO()
-    convert(data, "csvkit_ks_1033_data.csv", configuration, output)
-    header = output.getvalue().decode("utf-8-sig").splitlines()[0].split(";")
+    _, _, output = _run_example("kansas-csv-cleanup.json")
+    header = output.decode("utf-8-sig").splitlines()[0].split(";")
     assert "acquisition_cost" not in header and "total_cost" not in header
     assert "ship_date" in header
 
@@ -72,15 +77,8 @@ def test_kansas_cleanup_drops_the_two_cost_columns() -> None:
 def test_merged_schedule_does_what_it_says() -> None:
     """Each rule of the Quickstart's example does the work its description
     claims, and the CSV is the clean 7-column table."""
-    configuration = cfg.Configuration()
-    json_format.Parse(
-        (EXAMPLES / "merged-schedule-to-csv.json").read_text(encoding="utf-8"),
-        configuration,
-    )
-    data = (corpus_dir() / "files" / "calamine_merged_range.xlsx").read_bytes()
-    output = io.BytesIO()
-    result = convert(data, "calamine_merged_range.xlsx", configuration, output)
-    assert output.getvalue() == MERGED_SCHEDULE_CSV
+    _, result, output = _run_example("merged-schedule-to-csv.json")
+    assert output == MERGED_SCHEDULE_CSV
     assert [(e.rule_id, e.message) for e in result.execution_log] == [
         ("first-sheet", "selected worksheet 'Sheet1'"),
         ("unmerge", "unmerged 9 ranges, filled 0 blank cells"),

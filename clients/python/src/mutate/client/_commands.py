@@ -247,7 +247,8 @@ def _wait_and_download(context: Context, args: argparse.Namespace, job_id: str) 
 
 def _check_output(args: argparse.Namespace) -> None:
     """Refuse an `-o` that cannot be written (a folder, a missing folder)
-    before submitting or waiting, not once the job is done."""
+    before anything else: before credentials are needed, and before
+    submitting or waiting rather than once the job is done."""
     if args.output not in (None, "-") and not getattr(args, "no_download", False):
         _transfer.check_destination(Path(args.output))
 

@@ -36,8 +36,9 @@ from mutate.v1 import storage_pb2, storage_pb2_grpc
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
-# Above this, put_bytes hashes in a thread rather than on the event loop.
-_HASH_INLINE_BYTES = 256 * 1024
+# Content above this is hashed in a thread rather than on the event loop
+# (put_bytes here, and callers that declare a file's hash).
+HASH_INLINE_BYTES = 256 * 1024
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_STREAM_TIMEOUT = 600.0
 
@@ -205,7 +206,7 @@ class StorageClient:
             for start in range(0, len(view), self.chunk_bytes):
                 yield view[start : start + self.chunk_bytes]
 
-        if len(data) > _HASH_INLINE_BYTES:
+        if len(data) > HASH_INLINE_BYTES:
             # hashlib drops the GIL: a large buffer is hashed off the loop.
             sha256 = await asyncio.to_thread(_sha256_hex, data)
         else:
@@ -458,6 +459,7 @@ async def _rechunk(
 
 __all__ = [
     "CHUNK_BYTES",
+    "HASH_INLINE_BYTES",
     "ClientState",
     "ObjectInfo",
     "PresignedUrl",

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 from mutate.common.errors import InvalidArgument
 from mutate.common.keys import without_storage_keys
+from mutate.gateway.rest._errors import FILE_TOO_LARGE
 from mutate.v1 import job_pb2
-
-# The reason of every "input over MUTATE_MAX_INPUT_BYTES" refusal; REST answers
-# it with HTTP 413 (rest/_errors.py).
-FILE_TOO_LARGE = "FILE_TOO_LARGE"
 
 _MIB = 1024 * 1024
 _KIB = 1024
@@ -33,7 +30,8 @@ def size_text(size: int) -> str:
 def file_too_large(
     limit: int, *, field: str, what: str = "file", size: int | None = None
 ) -> InvalidArgument:
-    """The refusal of an input over `limit` (MUTATE_MAX_INPUT_BYTES)."""
+    """The refusal of an input over `limit` (MUTATE_MAX_INPUT_BYTES); its
+    reason makes it HTTP 413 on REST."""
     over = f"is {size} bytes, over" if size is not None else "is over"
     return InvalidArgument(
         f"the {what} {over} the largest input accepted, {size_text(limit)}",
@@ -46,3 +44,6 @@ def public_job_error(error: job_pb2.JobError, organization_id: str) -> None:
     """Make a job's error fit for its owner (`organization_id`), in place."""
     if error.message:
         error.message = without_storage_keys(error.message, organization_id)
+
+
+__all__ = ["FILE_TOO_LARGE", "file_too_large", "public_job_error", "size_text"]

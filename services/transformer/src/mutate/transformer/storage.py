@@ -17,14 +17,17 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from mutate.common import keys
-from mutate.common.storage_client import CHUNK_BYTES, ObjectInfo, StorageClient
+from mutate.common.storage_client import (
+    CHUNK_BYTES,
+    HASH_INLINE_BYTES,
+    ObjectInfo,
+    StorageClient,
+)
 
 Storage = StorageClient
 
 # The output's name when the input's has nothing usable.
 DEFAULT_STEM = "output"
-# Files up to this size are hashed on the loop; larger ones in a thread.
-_HASH_INLINE_BYTES = 256 * 1024
 
 
 def output_key_for(
@@ -61,7 +64,7 @@ async def put_file(
     metadata: Mapping[str, str] | None = None,
 ) -> ObjectInfo:
     """Stream a local file to `key`, replacing what is there."""
-    if path.stat().st_size > _HASH_INLINE_BYTES:
+    if path.stat().st_size > HASH_INLINE_BYTES:
         size, sha256 = await asyncio.to_thread(_size_and_sha256, path)
     else:
         size, sha256 = _size_and_sha256(path)

@@ -54,8 +54,9 @@ HTTP_STATUS_BY_CODE: Mapping[int, int] = {
     code_pb2.DATA_LOSS: 500,
 }
 
-# The gateway's reason for an input file over a size limit
-# (public_errors.FILE_TOO_LARGE; this package imports nothing of the gateway).
+# The reason of every refusal of an input file over a size limit; defined
+# here, as this package imports nothing of the rest of the gateway, and used
+# by the gateway's own refusals (public_errors).
 FILE_TOO_LARGE = "FILE_TOO_LARGE"
 
 # ErrorInfo reasons that are more precise than their gRPC code's status:
@@ -111,10 +112,17 @@ def method_not_allowed(method: str, path: str, allowed: Iterable[str]) -> RestEr
     )
 
 
-def payload_too_large(limit: int) -> RestError:
+def payload_too_large(limit: int, *, advice: str = "", reason: str = "") -> RestError:
+    """A body over `limit`; `advice` says what to send instead, `reason` goes
+    in an ErrorInfo detail as the gRPC server would put it."""
+    message = f"request body is larger than the limit of {limit} bytes"
+    details = []
+    if reason:
+        details.append({"@type": ERROR_INFO_TYPE, "reason": reason, "domain": "mutate"})
     return RestError(
         code_pb2.RESOURCE_EXHAUSTED,
-        f"request body is larger than the limit of {limit} bytes",
+        f"{message}; {advice}" if advice else message,
+        details=details,
         http_status=413,
     )
 
@@ -125,16 +133,13 @@ def inline_file_too_large(limit: int, *, path: str, file_part: str) -> RestError
     The code stays the one of every body over the limit; the reason is the one
     a client already handles for a file over the gateway's input limit.
     """
-    detail = {"@type": ERROR_INFO_TYPE, "reason": FILE_TOO_LARGE, "domain": "mutate"}
-    return RestError(
-        code_pb2.RESOURCE_EXHAUSTED,
-        f"request body is larger than the limit of {limit} bytes; send larger "
-        f"files as multipart/form-data with the file in a part named "
-        f"{file_part!r} (POST {path}), or through a presigned upload "
+    return payload_too_large(
+        limit,
+        advice=f"send larger files as multipart/form-data with the file in a "
+        f"part named {file_part!r} (POST {path}), or through a presigned upload "
         "(POST /v1/uploads, PUT the file to its url, then create the job with "
         "uploadId set to its id)",
-        details=[detail],
-        http_status=413,
+        reason=FILE_TOO_LARGE,
     )
 
 
