@@ -190,6 +190,23 @@ def test_jobs_submit_async_queued_reports_progress_and_default_name(
     assert written[0].read_bytes() == expected_output(KANSAS, source)
 
 
+def test_jobs_submit_never_saves_over_its_input(cli: Cli, tmp_path: Path) -> None:
+    # A CSV-to-CSV output is named as its input, in the input's folder here.
+    config_id = create_config(cli, KANSAS)
+    lines = corpus_file(KANSAS_CSV).read_bytes().splitlines(keepends=True)
+    source = tmp_path / "data.csv"
+    source.write_bytes(b"".join(lines[:40]))
+    original = source.read_bytes()
+
+    result = cli("jobs", "submit", "data.csv", "--config", config_id, "--wait")
+
+    assert result.code == 0, result.stderr
+    assert source.read_bytes() == original
+    saved = tmp_path / "data (1).csv"
+    assert "saved data (1).csv" in result.stderr
+    assert saved.read_bytes() == expected_output(KANSAS, source)
+
+
 def test_jobs_submit_of_a_png_named_xlsx_fails_with_the_reason(
     cli: Cli, tmp_path: Path
 ) -> None:

@@ -18,6 +18,7 @@ from mutate.client import (
     UnavailableError,
     UsageError,
     _output,
+    load_configuration,
     parse_configuration,
 )
 from mutate.client._commands import parse_mask
@@ -433,3 +434,9 @@ def test_submit_and_wait_check_the_output_before_starting(
     assert error["exitCode"] == ExitCode.USAGE
     # The output's, not f.csv's: it is looked at before the input is read.
     assert "nowhere does not exist" in error["message"]
+
+
+def test_load_configuration_takes_a_path_as_text_too() -> None:
+    # As docs/cli.md's Python example passes it.
+    path = EXAMPLES / "kansas-csv-cleanup.json"
+    assert load_configuration(str(path)) == load_configuration(path)

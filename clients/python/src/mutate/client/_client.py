@@ -504,7 +504,9 @@ class MutateClient:
             raise UsageError(f"cannot save into {directory}: no such folder")
         download = self.get_download(job_id)
         if destination is None:
-            target = Path(directory) / safe_file_name(download.file_name, job_id)
+            target = _unused_path(
+                Path(directory) / safe_file_name(download.file_name, job_id)
+            )
         else:
             target = Path(destination)
         _transfer.get_file(
@@ -764,6 +766,20 @@ def _wait_timeout(
 ) -> WaitTimeout:
     job = last if last is not None else job_pb2.Job(id=job_id)
     return WaitTimeout(f"job {job_id} still not finished after {timeout:g}s", job)
+
+
+def _unused_path(path: Path) -> Path:
+    """`path`, or `name (1).ext`, `name (2).ext`… when a file is there.
+
+    A name the user did not choose must not replace a file: a CSV-to-CSV
+    output is named as its input, and saving it into the input's folder
+    would overwrite the input.
+    """
+    candidate, number = path, 1
+    while candidate.exists() or candidate.is_symlink():
+        candidate = path.with_name(f"{path.stem} ({number}){path.suffix}")
+        number += 1
+    return candidate
 
 
 def safe_file_name(name: str, fallback: str) -> str:

@@ -25,10 +25,10 @@ OUTPUT_ONLY_FIELDS: tuple[
 ] = ("id", "version", "create_time", "update_time")
 
 
-def load_configuration(path: Path) -> configuration_pb2.Configuration:
+def load_configuration(path: Path | str) -> configuration_pb2.Configuration:
     """Read `path` as a Configuration, refusing unknown fields."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationFileError(f"cannot read {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
